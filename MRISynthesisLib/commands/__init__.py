@@ -1,0 +1,1 @@
+"""One module per ``mrisynthesis`` subcommand, each with ``add_parser(subparsers)``."""
