@@ -56,17 +56,27 @@ class OutputSpec:
 
 @dataclass(frozen=True)
 class LesionRule:
-    """How a lesion mask is derived when the user gives none.
+    """How a lesion mask is derived when the user gives none (all criteria given must hold).
 
-    ``bright_input`` is an input whose hyperintensity marks lesions (e.g. FLAIR); ``low_output`` an
-    output whose drop marks them (e.g. PSR). Either may be empty.
+    Args:
+        bright_input: an input whose hyperintensity marks lesions (FLAIR): robust z-score > ``bright_z``.
+        low_output: an output whose drop marks lesions (PSR, ADC).
+        low_fraction: "low" = below this fraction of the output's normal-tissue level (its 90th percentile
+            in the brain), used when ``low_absolute`` is None.
+        low_absolute: "low" = below this value in the output's units (e.g. ADC < 0.62e-3 mm^2/s).
+        min_volume_ml: smaller connected components are dropped (noise).
+        segment_name: name of the lesion segment in Slicer and reports.
+        terminology: (category, type) of the segment in SNOMED-CT based Slicer terminology.
     """
 
     bright_input: str = ""
+    bright_z: float = 3.0
     low_output: str = ""
-    high_output: str = ""
+    low_fraction: float = 0.75
+    low_absolute: float | None = None
     min_volume_ml: float = 0.01
     segment_name: str = "Lesion"
+    terminology: tuple[str, str] = ("Morphologically Altered Structure", "Lesion")
 
 
 @dataclass(frozen=True)
@@ -137,7 +147,7 @@ register(Task(
     inputs=_MR_CONTRASTS,
     outputs=tuple(OutputSpec(c.name, "", (0.0, 1.0), "Grey", f"synthetic {c.description}") for c in _MR_CONTRASTS),
     model_id="missing-contrast",
-    lesion_rule=LesionRule(bright_input="flair", segment_name="Lesion"),
+    lesion_rule=LesionRule(bright_input="flair", bright_z=3.5, min_volume_ml=0.05, segment_name="FLAIR hyperintensity"),
     any_subset=True,
     tags=("glioma", "MS"),
 ))
@@ -155,7 +165,8 @@ register(Task(
         OutputSpec("adc", "1e-3 mm^2/s", (0.0, 2.0), "Grey", "apparent diffusion coefficient"),
     ),
     model_id="stroke-dwi-adc",
-    lesion_rule=LesionRule(low_output="adc", segment_name="Infarct core"),
+    lesion_rule=LesionRule(low_output="adc", low_absolute=0.62, min_volume_ml=0.1, segment_name="Infarct core",
+                           terminology=("Morphologically Altered Structure", "Infarct")),
     tags=("stroke",),
 ))
 

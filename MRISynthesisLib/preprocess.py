@@ -1,0 +1,141 @@
+"""Invertible preprocessing between the reference grid and the network's grid.
+
+Forward, for inputs already on the reference grid (see ``resample.resample_to``):
+
+1. brain mask: given, or computed from the inputs (``compute_brain_mask``);
+2. model grid: canonical orientation (RAS+ array axes, like MNI/nibabel), the model spacing, cropped to
+   the brain box plus a margin and padded to the network's multiple. Reorientation, resampling, crop
+   and pad are one geometric mapping, so they are applied with a single interpolation;
+3. per-contrast intensity normalisation in the mask: percentiles ``low``/``high`` -> 0/1, 0 outside.
+
+``Prepared.inverse`` undoes each step: outputs are de-normalised to physical units with the model
+card's scale/offset and resampled back onto the reference grid (exact geometry), zero outside the mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+
+from .resample import grid_corners, resample_to
+from .volume import Volume
+
+# Array axes pointing Right, Anterior, Superior (nibabel's RAS+, MNI's layout), written as LPS directions.
+CANONICAL_DIRECTION = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def compute_brain_mask(volumes: list[Volume]) -> Volume:
+    """A quick brain mask from co-registered inputs (all on one grid).
+
+    Skull-stripped inputs (mostly exact zeros outside the brain) give their non-zero support. Otherwise
+    an Otsu head mask is eroded, reduced to its largest component and dilated back (a rough skull strip:
+    pass a proper mask for unstripped data).
+    """
+    reference = volumes[0]
+    stack = np.stack([np.abs(v.array if v.array.ndim == 3 else v.array.mean(0)).astype(np.float32) for v in volumes])
+    support = np.all(stack > 0, axis=0)
+    if support.mean() < 0.6 and (~support).mean() > 0.2 and np.mean(stack == 0) > 0.2:
+        mask = support
+    else:
+        image = stack.mean(0)
+        mask = image > threshold_otsu(image[:: 2, :: 2, :: 2])
+        radius = max(1, int(round(3.0 / min(reference.spacing))))
+        ball = ndimage.generate_binary_structure(3, 1)
+        mask = ndimage.binary_erosion(mask, ball, iterations=radius)
+        mask = _largest_component(mask)
+        mask = ndimage.binary_dilation(mask, ball, iterations=radius)
+    mask = _largest_component(mask)
+    mask = ndimage.binary_fill_holes(mask)
+    return Volume(mask.astype(np.uint8), reference.origin, reference.spacing, reference.direction)
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    labels, count = ndimage.label(mask)
+    if count <= 1:
+        return mask.astype(bool)
+    sizes = ndimage.sum(mask, labels, index=np.arange(1, count + 1))
+    return labels == (1 + int(np.argmax(sizes)))
+
+
+def canonical_grid(mask: Volume, spacing: tuple[float, float, float], multiple: int,
+                   margin_mm: float = 4.0) -> Volume:
+    """An empty canonical-orientation grid at ``spacing`` covering the mask's box, sized to ``multiple``.
+
+    Returns a ``Volume`` of zeros whose geometry is the model grid.
+    """
+    foreground = np.argwhere(mask.array > 0)
+    low, high = foreground.min(0), foreground.max(0)  # (z, y, x)
+    box = Volume(np.zeros(tuple(high - low + 1), np.uint8), mask.origin, mask.spacing, mask.direction)
+    matrix = mask.index_to_physical()
+    box.origin = tuple((matrix @ np.array([*low[::-1], 1.0]))[:3])
+    corners = grid_corners(box)  # physical corners of the brain box
+    direction = np.asarray(CANONICAL_DIRECTION).reshape(3, 3)
+    along_axes = corners @ direction  # coordinates along the canonical axes
+    start = along_axes.min(0) - margin_mm
+    extent = along_axes.max(0) + margin_mm - start
+    size = np.ceil(extent / np.asarray(spacing)).astype(int) + 1
+    size = (np.ceil(size / multiple) * multiple).astype(int)
+    # Centre the padded grid on the box so the margin is shared evenly on both sides.
+    start = start - (size * np.asarray(spacing) - extent) / 2 + np.asarray(spacing) / 2
+    origin = direction @ start
+    return Volume(np.zeros(tuple(size[::-1]), np.uint8), tuple(origin), tuple(spacing), CANONICAL_DIRECTION)
+
+
+@dataclass
+class Prepared:
+    """Network-ready inputs and everything needed to undo the preprocessing.
+
+    Attributes:
+        inputs: float32 ``(C, D, H, W)`` normalised inputs on the model grid, 0 outside the mask.
+        mask: uint8 ``(D, H, W)`` brain mask on the model grid.
+        grid: a zero ``Volume`` carrying the model grid geometry.
+        reference_mask: the brain mask on the reference grid; its geometry is where outputs go back to.
+        percentiles: per input name, the (low, high) intensity mapped to (0, 1).
+    """
+
+    inputs: np.ndarray
+    mask: np.ndarray
+    grid: Volume
+    reference_mask: Volume
+    percentiles: dict[str, tuple[float, float]]
+
+    def inverse(self, normalised: np.ndarray, scale: float = 1.0, offset: float = 0.0,
+                mask_outside: bool = True) -> Volume:
+        """Put one network output ``(D, H, W)`` back on the reference grid in physical units."""
+        physical = normalised.astype(np.float32) * scale + offset
+        on_grid = self.grid.with_array(np.where(self.mask > 0, physical, 0).astype(np.float32))
+        array = resample_to(on_grid, self.reference_mask, "linear").array.astype(np.float32)
+        if mask_outside:
+            array = np.where(self.reference_mask.array > 0, array, 0).astype(np.float32)
+        return self.reference_mask.with_array(array)
+
+    def denormalise_input(self, name: str, normalised: np.ndarray) -> np.ndarray:
+        """Inverse of the intensity normalisation of input ``name`` (exact inside the mask)."""
+        low, high = self.percentiles[name]
+        return normalised * (high - low) + low
+
+
+def normalise(array: np.ndarray, mask: np.ndarray, low: float, high: float) -> tuple[np.ndarray, tuple[float, float]]:
+    """Map the ``low``/``high`` percentiles inside ``mask`` to 0/1; 0 outside the mask."""
+    values = array[mask > 0]
+    p_low, p_high = (float(v) for v in np.percentile(values, [low, high]))
+    if p_high <= p_low:
+        p_high = p_low + 1.0
+    scaled = (array.astype(np.float32) - p_low) / (p_high - p_low)
+    return np.where(mask > 0, scaled, 0).astype(np.float32), (p_low, p_high)
+
+
+def prepare(inputs: dict[str, Volume], mask: Volume, spacing: tuple[float, float, float],
+            multiple: int, percentiles: tuple[float, float] = (1.0, 99.0), margin_mm: float = 4.0) -> Prepared:
+    """Forward preprocessing of inputs already on the reference grid of ``mask`` (channel order = dict order)."""
+    grid = canonical_grid(mask, spacing, multiple, margin_mm)
+    mask_on_grid = resample_to(mask, grid, "nearest").array.astype(np.uint8)
+    channels, stats = [], {}
+    for name, volume in inputs.items():
+        on_grid = resample_to(volume, grid, "linear").array
+        normalised, stats[name] = normalise(on_grid, mask_on_grid, *percentiles)
+        channels.append(normalised)
+    return Prepared(np.stack(channels), mask_on_grid, grid, mask, stats)
