@@ -63,6 +63,24 @@ def probe_file(path: str | os.PathLike, name: str) -> FileInfo:
     return FileInfo(tuple(reader.GetSize()), tuple(reader.GetSpacing()), reader.GetNumberOfComponents())
 
 
+def check_nifti_finite(path: str | os.PathLike, name: str) -> None:
+    """Refuse NaN/Inf voxels in a float NIfTI file.
+
+    ITK's NIfTI reader silently turns NaN into 0, so the check reads the raw data with nibabel.
+    """
+    if not str(path).lower().endswith((".nii", ".nii.gz")):
+        return
+    import nibabel
+
+    image = nibabel.load(str(path))
+    if not np.issubdtype(image.get_data_dtype(), np.floating):
+        return
+    data = np.asanyarray(image.dataobj)
+    bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+    if bad:
+        raise InputError(f"contains {bad} NaN or infinite voxels; fix or mask them before synthesis", name)
+
+
 def check_memory(voxels: int, bytes_per_voxel: int, what: str, name: str, limit: int | None = None) -> None:
     """Refuse work whose estimated working set exceeds ``limit`` (default: available memory)."""
     limit = limit or available_memory_bytes()

@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except CancelledError:
         print("mrisynthesis: cancelled", file=sys.stderr)
         return CancelledError.exit_code
+    except BrokenPipeError:  # e.g. piped into `head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("mrisynthesis: interrupted", file=sys.stderr)
         return CancelledError.exit_code

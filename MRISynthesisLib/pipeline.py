@@ -88,7 +88,9 @@ def _load(source: str | Path | Volume, name: str, memory_limit: int | None) -> V
         return source
     info = checks.probe_file(source, name)
     checks.check_memory(info.voxels, checks.BYTES_PER_INPUT_VOXEL, f"reading {Path(source).name}", name, memory_limit)
-    return read_volume(source, name)
+    volume = read_volume(source, name)
+    checks.check_nifti_finite(source, name)
+    return volume
 
 
 def _output_names(task: Task, given: list[str], request: SynthesisRequest, has_lesions: bool) -> list[str]:
@@ -116,8 +118,6 @@ def synthesize(request: SynthesisRequest, progress: Progress | None = None,
 
     task = get_task(request.task_id)
     names = _validate_request(request, task)
-    registry = ModelRegistry(request.model_home)
-    card = registry.card(task.model_id)  # ModelNotInstalledError names the install command
     outputs_to_make = [o for o in task.outputs if not (task.any_subset and o.name in names)]
     task_outputs = [o.name for o in outputs_to_make]
     has_lesions = request.lesions is not None or task.lesion_rule is not None
@@ -138,11 +138,6 @@ def synthesize(request: SynthesisRequest, progress: Progress | None = None,
     reference = volumes[reference_name]
     if reference.array.ndim == 4:  # a series' first frame carries the grid
         reference = Volume(reference.array[0], reference.origin, reference.spacing, reference.direction)
-    spacing = tuple(float(s) for s in card.spacing)
-    extent_mm = np.asarray(reference.shape[::-1]) * np.asarray(reference.spacing)
-    model_voxels = int(np.prod(np.ceil(extent_mm / np.asarray(spacing)))) * (len(card.inputs) + len(card.outputs))
-    checks.check_memory(model_voxels, checks.BYTES_PER_MODEL_VOXEL * request.samples, "synthesis at the model spacing",
-                        reference_name, request.memory_limit_bytes)
 
     checkpoint("align", 0, len(names))
     on_reference: dict[str, Volume] = {}
@@ -163,6 +158,14 @@ def synthesize(request: SynthesisRequest, progress: Progress | None = None,
         if not np.any(on_reference[name].array):
             raise InputError(f"does not overlap the reference {reference_name!r} in space even after registration", name)
     checkpoint("align", len(names), len(names))
+
+    registry = ModelRegistry(request.model_home)
+    card = registry.card(task.model_id)  # ModelNotInstalledError names the install command
+    spacing = tuple(float(s) for s in card.spacing)
+    extent_mm = np.asarray(reference.shape[::-1]) * np.asarray(reference.spacing)
+    model_voxels = int(np.prod(np.ceil(extent_mm / np.asarray(spacing)))) * (len(card.inputs) + len(card.outputs))
+    checks.check_memory(model_voxels, checks.BYTES_PER_MODEL_VOXEL * request.samples, "synthesis at the model spacing",
+                        reference_name, request.memory_limit_bytes)
 
     if request.mask is not None:
         mask = _load(request.mask, "--mask", request.memory_limit_bytes)

@@ -26,12 +26,13 @@ def run(args) -> int:
             "outputs": [s.name for s in task.outputs],
             "model": task.model_id,
             "installed": registry.is_installed(task.model_id),
+            "install_command": registry.install_command(task.model_id),
         })
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     for row in rows:
-        status = "installed" if row["installed"] else f"not installed (mrisynthesis models install {row['model']})"
+        status = "installed" if row["installed"] else f"not installed ({row['install_command']})"
         print(f"{row['id']:<18} {row['title']}")
         print(f"{'':<18} inputs: {', '.join(row['inputs'])}  (? = optional)   outputs: {', '.join(row['outputs'])}")
         print(f"{'':<18} model: {row['model']} -- {status}")

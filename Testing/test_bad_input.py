@@ -1,0 +1,141 @@
+"""The bad-input corpus: every case exits non-zero with one clear line naming the input, writes nothing
+and leaves the inputs untouched. Later issues append cases to ``CASES``."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from MRISynthesisLib.cli import main
+from MRISynthesisLib.volume import Volume, write_volume
+
+
+def brain(shape=(24, 28, 24), spacing=(1.5, 1.5, 1.5), origin=(0.0, 0.0, 0.0), contrast=1.0, seed=0) -> Volume:
+    """A small skull-stripped head: an ellipsoid with smooth texture, zero outside."""
+    z, y, x = np.indices(shape)
+    centre = np.array(shape) / 2
+    radius = ((z - centre[0]) / 10) ** 2 + ((y - centre[1]) / 12) ** 2 + ((x - centre[2]) / 10) ** 2
+    texture = np.random.default_rng(seed).normal(0, 5, shape)
+    array = np.where(radius < 1, contrast * (100 + 30 * np.sin(x / 3.0)) + texture, 0).astype(np.float32)
+    return Volume(array, origin, spacing)
+
+
+def write(tmp: Path, name: str, volume: Volume) -> str:
+    return str(write_volume(volume, tmp / f"{name}.nii.gz"))
+
+
+def good_inputs(tmp: Path) -> list[str]:
+    return ["--input", f"t1w={write(tmp, 't1w', brain())}", "--input", f"flair={write(tmp, 'flair', brain(contrast=0.5, seed=1))}"]
+
+
+def huge_header(tmp: Path) -> str:
+    """A NIfTI whose header claims 3000^3 float32 voxels (100 GB); the data is truncated on purpose."""
+    import nibabel
+
+    header = nibabel.Nifti1Header()
+    header.set_data_shape((3000, 3000, 3000))
+    header.set_data_dtype(np.float32)
+    path = tmp / "huge.nii"
+    with open(path, "wb") as handle:
+        handle.write(header.binaryblock + b"\0" * 4 + b"\0" * 1024)
+    return str(path)
+
+
+def replace_input(args: list[str], name: str, path: str) -> list[str]:
+    return [f"{name}={path}" if a.startswith(f"{name}=") else a for a in args]
+
+
+def with_volume(name: str, volume_factory):
+    return lambda tmp: replace_input(good_inputs(tmp), name, write(tmp, f"bad-{name}", volume_factory()))
+
+
+def nan_volume():
+    volume = brain()
+    volume.array[5, 5, 5] = np.nan
+    return volume
+
+
+def label_map():
+    volume = brain()
+    return volume.with_array(np.digitize(volume.array, [1, 80, 120]).astype(np.float32))
+
+
+def far_away():
+    return brain(origin=(500.0, 0.0, 0.0))
+
+
+def series():
+    volume = brain()
+    return Volume(np.stack([volume.array] * 4), volume.origin, volume.spacing)
+
+
+def two_d(tmp: Path) -> list[str]:
+    path = tmp / "slice.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((30, 30), np.float32)), str(path))
+    return replace_input(good_inputs(tmp), "flair", str(path))
+
+
+def unreadable(tmp: Path) -> list[str]:
+    path = tmp / "broken.nii.gz"
+    path.write_bytes(b"\x1f\x8b this is not an image")
+    return replace_input(good_inputs(tmp), "t1w", str(path))
+
+
+def existing_output(tmp: Path) -> list[str]:
+    (tmp / "out").mkdir()
+    (tmp / "out" / "psr.nii.gz").write_bytes(b"earlier result")
+    return good_inputs(tmp)
+
+
+# (case id, task, build args from tmp folder, extra CLI args, exit code, words the message must contain)
+CASES = [
+    ("missing-file", "myelin-psr", lambda t: replace_input(good_inputs(t), "t1w", str(t / "nope.nii.gz")), [], 2,
+     ["t1w", "not found"]),
+    ("unreadable-file", "myelin-psr", unreadable, [], 2, ["t1w", "cannot read"]),
+    ("2d-image", "myelin-psr", two_d, [], 2, ["flair", "2D"]),
+    ("4d-for-3d-input", "myelin-psr", with_volume("flair", series), [], 2, ["flair", "3D volume", "4D"]),
+    ("nan-voxels", "myelin-psr", with_volume("t1w", nan_volume), [], 2, ["t1w", "NaN"]),
+    ("all-zero", "myelin-psr", with_volume("flair", lambda: brain().with_array(np.zeros((24, 28, 24), np.float32))),
+     [], 2, ["flair", "all zeros"]),
+    ("label-map-as-intensity", "myelin-psr", with_volume("t1w", label_map), [], 2, ["t1w", "label map"]),
+    ("no-overlap", "myelin-psr", with_volume("flair", far_away), ["--register", "never"], 2, ["flair", "overlap"]),
+    ("extreme-anisotropy", "myelin-psr", with_volume("flair", lambda: brain(spacing=(0.5, 0.5, 6.0))), [], 2,
+     ["flair", "anisotropic"]),
+    ("too-large-for-memory", "myelin-psr", lambda t: replace_input(good_inputs(t), "t1w", huge_header(t)), [], 2,
+     ["t1w", "GB"]),
+    ("unknown-task", "no-such-task", good_inputs, [], 2, ["--task", "unknown task", "myelin-psr"]),
+    ("missing-required-input", "myelin-psr", lambda t: good_inputs(t)[:2], [], 2, ["flair", "required"]),
+    ("duplicate-input-names", "myelin-psr", lambda t: good_inputs(t) + good_inputs(t)[:2], [], 2, ["given twice"]),
+    ("unknown-input-name", "myelin-psr", lambda t: good_inputs(t) + ["--input", f"t2w={t / 't1w.nii.gz'}"], [], 2,
+     ["t2w", "no input"]),
+    ("malformed-input", "myelin-psr", lambda t: good_inputs(t) + ["--input", "flair"], [], 2, ["NAME=PATH"]),
+    ("output-not-writable", "myelin-psr", good_inputs, ["--output", "/proc/mrisynthesis-out"], 2,
+     ["--output", "not writable"]),
+    ("existing-outputs", "myelin-psr", existing_output, [], 2, ["--output", "--overwrite"]),
+    ("model-not-installed", "missing-contrast", good_inputs, [], 3, ["missing-contrast", "mrisynthesis models install"]),
+]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_cleanly(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MRISYNTHESIS_HOME", str(tmp_path / "home"))  # no user models: only bundled ones
+    _, task, build, extra, exit_code, words = case
+    args = build(tmp_path)
+    before = snapshot(tmp_path)
+    output = ["--output", str(tmp_path / "out")] if "--output" not in extra else []
+    code = main(["synthesize", "--task", task, *args, *output, *extra, "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == exit_code
+    assert len(error) == 1 and error[0].startswith("mrisynthesis: error: ")
+    for word in words:
+        assert word in error[0], f"{word!r} missing from {error[0]!r}"
+    assert snapshot(tmp_path) == before, "bad input must not write or modify anything"
