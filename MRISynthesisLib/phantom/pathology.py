@@ -1,0 +1,215 @@
+"""Pathology: lesions drawn on the deformed anatomy, each with its own ground-truth mask.
+
+Every function changes the quantitative maps of a :class:`~.tissue.TissueMaps` *only* inside the masks
+it returns, so a subject drawn with the same seed and pathology ``"none"`` differs from it exactly there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .anatomy import DEEP_GM, GM, VENTRICLE, WM
+from .tissue import TissueMaps
+
+PATHOLOGIES = ("ms", "stroke", "glioma", "none")
+
+# MS lesion T1 (ms) by field strength: T2 lesions and chronic black holes (physics note, (~) values).
+MS_T1 = {1.5: {"lesion": (1000.0, 1400.0), "black_hole": (1400.0, 1800.0)},
+         3.0: {"lesion": (1300.0, 1800.0), "black_hole": (1800.0, 2400.0)}}
+
+
+def _rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    return q * np.sign(np.diag(r))
+
+
+def _aligned_rotation(axis: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rotation whose first column is ``axis`` (unit), the other two random and orthogonal."""
+    axis = axis / (np.linalg.norm(axis) + 1e-12)
+    other = rng.normal(size=3)
+    other -= other.dot(axis) * axis
+    other /= np.linalg.norm(other) + 1e-12
+    return np.stack([axis, other, np.cross(axis, other)], axis=1)
+
+
+def _gradient_at(field: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Central-difference gradient of ``field`` at voxel ``centre`` (zero where a neighbour is outside)."""
+    gradient = np.zeros(3)
+    for axis in range(3):
+        ahead, behind = centre.copy(), centre.copy()
+        ahead[axis] = min(ahead[axis] + 1, field.shape[axis] - 1)
+        behind[axis] = max(behind[axis] - 1, 0)
+        difference = float(field[tuple(ahead)] - field[tuple(behind)])
+        gradient[axis] = difference if np.isfinite(difference) else 0.0
+    return gradient if gradient.any() else np.array([1.0, 0.0, 0.0])
+
+
+def rasterise_ellipsoid(centre: np.ndarray, semi_axes_mm: np.ndarray, rotation: np.ndarray, spacing: float,
+                        shape: tuple[int, int, int]) -> tuple[tuple[slice, ...], np.ndarray]:
+    """Normalised radius ``sqrt(q)`` of an ellipsoid in the smallest box around it.
+
+    Args:
+        centre: voxel index ``(z, y, x)``; semi_axes_mm: 3 semi-axes; rotation: columns are the axes in
+        ``(z, y, x)`` order.
+    Returns:
+        the box as slices of the full grid and ``radius`` (float32, < 1 inside the ellipsoid).
+    """
+    reach = int(np.ceil(semi_axes_mm.max() / spacing)) + 1
+    low = np.maximum(centre - reach, 0)
+    high = np.minimum(centre + reach + 1, shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+    zz, yy, xx = np.meshgrid(*[np.arange(s.start, s.stop) for s in box], indexing="ij")
+    offsets = (np.stack([zz, yy, xx], axis=-1) - centre) * spacing
+    local = offsets @ rotation / semi_axes_mm
+    return box, np.sqrt((local ** 2).sum(axis=-1)).astype(np.float32)
+
+
+def distance_mm(outside: np.ndarray, spacing: float, region: np.ndarray) -> np.ndarray:
+    """Distance (mm) to the nearest voxel where ``outside`` is False, computed in the bounding box of ``region``.
+
+    Voxels outside the box get +inf; cropping keeps the transform cheap at 1 mm.
+    """
+    index = np.argwhere(region)
+    low = np.maximum(index.min(axis=0) - 2, 0)
+    high = np.minimum(index.max(axis=0) + 3, region.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+    distance = np.full(region.shape, np.inf, np.float32)
+    distance[box] = ndi.distance_transform_edt(outside[box], sampling=spacing)
+    return distance
+
+
+def r1_offset_for(tissue: dict, psr: float, t1_ms: float) -> float:
+    """Free-water R1 offset that puts a tissue of mean ``psr`` at ``t1_ms`` on the subject's R1 line."""
+    line = tissue["r1_line"]
+    return 1000.0 / t1_ms - (line["a_per_s"] + line["b_per_s"] * psr)
+
+
+def set_compartment(maps: TissueMaps, tissue: dict, where: np.ndarray, values: dict) -> None:
+    """Give the voxels ``where`` a lesion compartment's values (with the subject's texture).
+
+    ``values`` may hold absolute ``psr, t1 (ms), t2, pd, adc, cbf, mtt, delay, hu, gd`` or relative factors
+    ``psr_factor, cbf_factor, mtt_factor, t2_factor, hu_shift``; T1 enters through the R1 offset so that
+    ``R1 = a + b PSR + offset`` still holds.
+    """
+    m = maps.maps
+    if "psr_factor" in values:
+        m["psr"][where] *= np.float32(values["psr_factor"])
+    if "psr" in values:
+        m["psr"][where] = maps.textured("psr", values["psr"], where)
+    if "t1" in values:
+        mean_psr = float(m["psr"][where].mean()) if where.any() else 0.0
+        m["r1_offset"][where] = r1_offset_for(tissue, mean_psr, values["t1"])
+    for quantity in ("t2", "pd", "adc", "cbf", "mtt"):
+        if quantity in values:
+            m[quantity][where] = maps.textured(quantity, values[quantity], where)
+        if f"{quantity}_factor" in values:
+            m[quantity][where] *= np.float32(values[f"{quantity}_factor"])
+    for quantity in ("delay", "hu", "gd"):
+        if quantity in values:
+            m[quantity][where] = np.float32(values[quantity])
+    if "hu_shift" in values:
+        m["hu"][where] += np.float32(values["hu_shift"])
+
+
+def multiple_sclerosis(classes: np.ndarray, maps: TissueMaps, tissue: dict, rng: np.random.Generator,
+                       spacing: float) -> tuple[dict, dict]:
+    """Ovoid periventricular, juxtacortical and deep WM lesions; NAWM PSR reduced by 5-10 %.
+
+    Returns:
+        masks ``lesion, nawm, black_hole, enhancing`` (bool) and the drawn parameters.
+    """
+    field = tissue["field_strength_t"]
+    wm = classes == WM
+    brain = classes > 0
+    distance_ventricle = distance_mm(classes != VENTRICLE, spacing, brain)
+    distance_cortex = distance_mm(classes != GM, spacing, brain)
+    candidates = {
+        "periventricular": np.argwhere(wm & (distance_ventricle <= max(6.0, 1.5 * spacing))),
+        "juxtacortical": np.argwhere(wm & (distance_cortex <= max(3.0, 1.01 * spacing))),
+        "deep": np.argwhere(wm & (distance_ventricle > 8.0) & (distance_cortex > max(5.0, 2.0 * spacing))),
+    }
+    count = int(rng.integers(4, 31))
+    kinds = rng.choice(list(candidates), size=count, p=[0.5, 0.2, 0.3])
+    lesion_id = np.zeros(classes.shape, np.uint16)
+    radius = np.ones(classes.shape, np.float32)
+    wm_psr = tissue["tissues"]["wm"]["psr"]
+    nawm_drop = float(rng.uniform(0.05, 0.10))
+    lesions = []
+    for index, kind in enumerate(kinds, start=1):
+        pool = candidates[kind] if len(candidates[kind]) else np.argwhere(wm)
+        centre = pool[rng.integers(len(pool))]
+        diameter = float(np.exp(rng.uniform(np.log(2.0), np.log(20.0))))
+        semi = 0.5 * diameter * np.array([1.0, rng.uniform(0.45, 0.9), rng.uniform(0.45, 0.9)])
+        if kind == "periventricular":  # Dawson's fingers: long axis perpendicular to the ventricle wall
+            rotation = _aligned_rotation(_gradient_at(distance_ventricle, centre), rng)
+        else:
+            rotation = _rotation(rng)
+        box, local_radius = rasterise_ellipsoid(centre, semi, rotation, spacing, classes.shape)
+        inside = (local_radius < 1.0) & wm[box]
+        inside[tuple(centre - [s.start for s in box])] = True  # lesions smaller than a voxel keep one voxel
+        lesion_id[box][inside] = index
+        radius[box][inside] = local_radius[inside]
+        black_hole = bool(diameter >= 5.0 and rng.random() < 0.25)
+        kind_t1 = MS_T1[field]["black_hole" if black_hole else "lesion"]
+        ratio = float(rng.uniform(0.25, 0.45) if black_hole else rng.uniform(0.4, 0.6))
+        psr = wm_psr * (1.0 - nawm_drop) * ratio
+        t1 = float(rng.uniform(*kind_t1))
+        lesions.append({
+            "id": index, "kind": str(kind), "centre_voxel_zyx": centre.tolist(), "diameter_mm": round(diameter, 3),
+            "semi_axes_mm": semi.round(3).tolist(), "black_hole": black_hole, "psr_ratio_to_nawm": ratio,
+            "psr": psr, "t1_ms": t1, "r1_offset": r1_offset_for(tissue, psr, t1),
+            "t2_ms": float(rng.uniform(150.0, 250.0) if black_hole else rng.uniform(110.0, 200.0)),
+            "pd": float(rng.uniform(0.88, 0.95) if black_hole else rng.uniform(0.80, 0.90)),
+            "adc": float(rng.uniform(1.1, 1.5) if black_hole else rng.uniform(0.85, 1.2)),
+            "enhancing": None,
+            "gd_mm": 0.0,
+        })
+    # Active lesions: a few non-black-hole lesions take up gadolinium, as a ring or a nodule.
+    for lesion in lesions:
+        if not lesion["black_hole"] and rng.random() < 0.15:
+            lesion["enhancing"] = "ring" if lesion["diameter_mm"] >= 8.0 and rng.random() < 0.5 else "nodular"
+            lesion["gd_mm"] = float(rng.uniform(0.1, 0.3))
+    lesion = lesion_id > 0
+    present = set(np.unique(lesion_id[lesion]).tolist())
+    lesions = [item for item in lesions if item["id"] in present]  # fully overwritten lesions are dropped
+    table = {key: np.zeros(count + 1, np.float32) for key in ("psr_ratio", "r1_offset", "t2", "pd", "adc", "gd")}
+    ring = np.zeros(count + 1, bool)
+    black = np.zeros(count + 1, bool)
+    for item in lesions:
+        i = item["id"]
+        table["psr_ratio"][i], table["r1_offset"][i] = item["psr_ratio_to_nawm"], item["r1_offset"]
+        table["t2"][i], table["pd"][i], table["adc"][i], table["gd"][i] = (
+            item["t2_ms"], item["pd"], item["adc"], item["gd_mm"])
+        ring[i], black[i] = item["enhancing"] == "ring", item["black_hole"]
+    ids = lesion_id[lesion]
+    m = maps.maps
+    m["psr"][wm] *= np.float32(1.0 - nawm_drop)
+    m["psr"][lesion] *= table["psr_ratio"][ids]
+    m["r1_offset"][lesion] = table["r1_offset"][ids]
+    for quantity in ("t2", "pd", "adc"):
+        m[quantity][lesion] = maps.textured(quantity, table[quantity][ids], lesion)
+    gd = table["gd"][ids] * np.where(ring[ids], radius[lesion] >= 0.6, True)
+    m["gd"][lesion] = gd
+    masks = {"lesion": lesion, "nawm": wm & ~lesion, "black_hole": lesion & black[lesion_id],
+             "enhancing": m["gd"] > 0}
+    parameters = {"nawm_psr_reduction": nawm_drop, "lesion_count": len(lesions), "lesions": lesions}
+    return masks, parameters
+
+
+def apply_pathology(name: str, classes: np.ndarray, maps: TissueMaps, tissue: dict, rng: np.random.Generator,
+                    spacing: float) -> tuple[dict, dict]:
+    """Insert pathology ``name`` (one of ``PATHOLOGIES``) and return its masks (bool) and parameters."""
+    if name == "none":
+        return {"lesion": np.zeros(classes.shape, bool)}, {}
+    if name == "ms":
+        return multiple_sclerosis(classes, maps, tissue, rng, spacing)
+    if name == "stroke":
+        from .stroke import stroke
+
+        return stroke(classes, maps, tissue, rng, spacing)
+    if name == "glioma":
+        from .glioma import glioma
+
+        return glioma(classes, maps, tissue, rng, spacing)
+    raise ValueError(f"unknown pathology {name!r}; choose one of {PATHOLOGIES}")

@@ -1,0 +1,152 @@
+"""Per-subject tissue parameters (``docs/mr-physics.md``) and their voxel-wise maps.
+
+PSR is drawn first for every tissue; R1 = 1/T1 then follows the linear macromolecular model
+``R1 = a + b * PSR + offset + noise`` whose line (a, b) passes through the subject's drawn WM and GM
+T1 at its field strength. Normal tissue has ``offset = 0``; free water (CSF, oedema, lesions) has a
+negative offset so its T1 lands in the literature range. Every voxel also gets a small independent
+texture on PSR, R1, T2, PD and ADC, so T1w/FLAIR carry information on PSR without a one-to-one map.
+
+Units: T1/T2 ms, PSR fraction, PD relative to CSF, ADC 1e-3 mm^2/s, CBF ml/100 g/min, MTT s,
+bolus delay s, HU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .anatomy import CSF, DEEP_GM, GM, VENTRICLE, WM
+
+FIELD_STRENGTHS = (1.5, 3.0)
+
+# (low, high) per field strength; T1 in ms.
+T1_RANGE = {
+    1.5: {"wm": (560.0, 780.0), "gm": (830.0, 1000.0), "csf": (3500.0, 4200.0)},
+    3.0: {"wm": (830.0, 1100.0), "gm": (1210.0, 1350.0), "csf": (4200.0, 4500.0)},
+}
+PSR_RANGE = {"wm": (0.13, 0.18), "gm": (0.05, 0.08), "deep_gm": (0.07, 0.09)}
+T2_RANGE = {"wm": (65.0, 80.0), "gm": (80.0, 110.0), "deep_gm": (70.0, 90.0), "csf": (1500.0, 2000.0)}
+PD_RANGE = {"wm": (0.69, 0.77), "gm": (0.80, 0.86), "deep_gm": (0.78, 0.84), "csf": (1.0, 1.0)}
+ADC_RANGE = {"wm": (0.62, 0.80), "gm": (0.80, 0.90), "deep_gm": (0.70, 0.80), "csf": (3.0, 3.2)}
+CBF_RANGE = {"wm": (20.0, 30.0), "gm": (50.0, 70.0), "deep_gm": (45.0, 60.0), "csf": (0.0, 0.0)}
+MTT_RANGE = {"wm": (5.0, 6.0), "gm": (4.0, 5.0), "deep_gm": (4.0, 5.0), "csf": (0.0, 0.0)}
+HU_RANGE = {"wm": (25.0, 30.0), "gm": (35.0, 40.0), "deep_gm": (33.0, 38.0), "csf": (0.0, 10.0)}
+
+MIN_T1_GM_WM = 1.45
+MIN_T2_GAP_MS = 15.0
+
+TISSUES = ("wm", "gm", "deep_gm", "csf")
+# Tissue name of each anatomy class (ventricles are CSF).
+CLASS_TISSUE = {WM: "wm", GM: "gm", DEEP_GM: "deep_gm", CSF: "csf", VENTRICLE: "csf"}
+QUANTITIES = ("psr", "r1_offset", "t2", "pd", "adc", "cbf", "mtt", "delay", "hu")
+
+
+def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    return float(rng.uniform(*bounds)) if bounds[1] > bounds[0] else float(bounds[0])
+
+
+def draw_tissue(rng: np.random.Generator, field_strength: float | None = None) -> dict:
+    """Draw every tissue parameter of one subject (JSON-serialisable).
+
+    Returns:
+        ``{"field_strength_t", "r1_line": {"a_per_s", "b_per_s"}, "texture_std", "tissues": {name: {...}}}``.
+    """
+    field = float(rng.choice(FIELD_STRENGTHS)) if field_strength is None else float(field_strength)
+    if field not in T1_RANGE:
+        raise ValueError(f"field strength must be one of {FIELD_STRENGTHS}, got {field}")
+    tissues = {name: {} for name in TISSUES}
+    tissues["wm"]["psr"] = _uniform(rng, PSR_RANGE["wm"])
+    tissues["gm"]["psr"] = _uniform(rng, PSR_RANGE["gm"])
+    # Deep GM myelin lies between cortex and WM.
+    tissues["deep_gm"]["psr"] = _uniform(rng, (max(PSR_RANGE["deep_gm"][0], tissues["gm"]["psr"]),
+                                               PSR_RANGE["deep_gm"][1]))
+    tissues["csf"]["psr"] = 0.0
+    t1_gm = _uniform(rng, T1_RANGE[field]["gm"])
+    # WM T1 from the lower part of its literature span (the upper part comes from MT-biased methods):
+    # GM/WM T1 >= MIN_T1_GM_WM keeps MPRAGE WM/GM near the 1.3-1.4 of real scans.
+    low, high = T1_RANGE[field]["wm"]
+    t1_wm = _uniform(rng, (low, max(low, min(high, t1_gm / MIN_T1_GM_WM))))
+    # R1 line through (PSR_WM, 1/T1_WM) and (PSR_GM, 1/T1_GM), in 1/s.
+    b = (1000.0 / t1_wm - 1000.0 / t1_gm) / (tissues["wm"]["psr"] - tissues["gm"]["psr"])
+    a = 1000.0 / t1_gm - b * tissues["gm"]["psr"]
+    t1_csf = _uniform(rng, T1_RANGE[field]["csf"])
+    for name in TISSUES:
+        values = tissues[name]
+        values["r1_offset"] = 0.0
+        for quantity, table in ( ("pd", PD_RANGE), ("adc", ADC_RANGE), ("cbf", CBF_RANGE),
+                                ("mtt", MTT_RANGE), ("hu", HU_RANGE)):
+            values[quantity] = _uniform(rng, table[name])
+        values["delay"] = 0.0 if name == "csf" else _uniform(rng, (0.0, 1.5))
+    # T2: GM at least MIN_T2_GAP_MS above WM (FLAIR and T2w then keep GM > WM, as in the physics note).
+    tissues["gm"]["t2"] = _uniform(rng, T2_RANGE["gm"])
+    tissues["wm"]["t2"] = _uniform(rng, (T2_RANGE["wm"][0], min(T2_RANGE["wm"][1], tissues["gm"]["t2"] - MIN_T2_GAP_MS)))
+    tissues["deep_gm"]["t2"] = _uniform(rng, T2_RANGE["deep_gm"])
+    tissues["csf"]["t2"] = _uniform(rng, T2_RANGE["csf"])
+    tissues["csf"]["r1_offset"] = 1000.0 / t1_csf - a  # free water: off the macromolecular line
+    for values in tissues.values():
+        values["t1"] = 1000.0 / (a + b * values["psr"] + values["r1_offset"])
+        values["cbv"] = values["cbf"] * values["mtt"] / 60.0
+    return {
+        "field_strength_t": field,
+        "r1_line": {"a_per_s": a, "b_per_s": b},
+        "texture_std": _uniform(rng, (0.01, 0.03)),
+        "tissues": tissues,
+    }
+
+
+def t1_from_r1_model(tissue: dict, psr: np.ndarray, r1_offset: np.ndarray, r1_noise: np.ndarray,
+                     brain: np.ndarray) -> np.ndarray:
+    """T1 (ms) from ``R1 = (a + b PSR + offset)(1 + noise)``; 0 outside ``brain``."""
+    line = tissue["r1_line"]
+    r1 = (line["a_per_s"] + line["b_per_s"] * psr + r1_offset) * (1.0 + r1_noise)
+    t1 = np.zeros(psr.shape, np.float32)
+    np.divide(1000.0, r1, out=t1, where=brain)
+    return t1
+
+
+class TissueMaps:
+    """Voxel-wise healthy parameter maps of one subject, plus the texture fields pathology reuses.
+
+    Args:
+        classes: uint8 anatomy classes ``(z, y, x)``.
+        tissue: the dict from :func:`draw_tissue`.
+        rng: generator for the texture (independent of pathology so healthy voxels never change).
+
+    Attributes:
+        maps: ``{quantity: float32 (z, y, x)}`` for ``QUANTITIES``; 0 outside the brain.
+        noise: ``{quantity: float32 (z, y, x)}`` standard-normal texture per quantity (plus ``"r1"``).
+    """
+
+    def __init__(self, classes: np.ndarray, tissue: dict, rng: np.random.Generator):
+        self.tissue = tissue
+        self.brain = classes > 0
+        texture = float(tissue["texture_std"])
+        lookup = {q: np.zeros(256, np.float32) for q in QUANTITIES}
+        # Texture scale per class: CSF is nearly uniform water (keeps FLAIR nulling).
+        scale = np.zeros(256, np.float32)
+        for label, name in CLASS_TISSUE.items():
+            for quantity in QUANTITIES:
+                lookup[quantity][label] = tissue["tissues"][name][quantity]
+            scale[label] = texture * (0.25 if name == "csf" else 1.0)
+        voxel_scale = scale[classes]
+        self.noise = {}
+        self.maps = {}
+        for quantity in ("psr", "t2", "pd", "adc", "cbf", "r1"):
+            self.noise[quantity] = rng.standard_normal(classes.shape, dtype=np.float32)
+        for quantity in QUANTITIES:
+            values = lookup[quantity][classes]
+            if quantity in self.noise:
+                factor = 0.5 if quantity == "pd" else 1.0
+                values = values * (1.0 + factor * voxel_scale * self.noise[quantity])
+            self.maps[quantity] = values.astype(np.float32)
+        self.r1_noise = (voxel_scale * self.noise["r1"]).astype(np.float32)
+        self.voxel_scale = voxel_scale
+
+    def textured(self, quantity: str, value: float | np.ndarray, where: np.ndarray) -> np.ndarray:
+        """``value`` with this subject's texture for ``quantity`` at the voxels ``where``."""
+        factor = 0.5 if quantity == "pd" else 1.0
+        noise = self.noise.get(quantity)
+        if noise is None:
+            return np.broadcast_to(np.float32(value), (int(where.sum()),)).astype(np.float32) if np.ndim(value) == 0 \
+                else np.asarray(value, np.float32)
+        texture = float(self.tissue["texture_std"])
+        return (value * (1.0 + factor * texture * noise[where])).astype(np.float32)
