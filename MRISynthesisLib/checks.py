@@ -87,7 +87,7 @@ def check_memory(voxels: int, bytes_per_voxel: int, what: str, name: str, limit:
     needed = voxels * bytes_per_voxel
     if needed > limit:
         raise InputError(f"{what} needs about {needed / 1024**3:.1f} GB but only {limit / 1024**3:.1f} GB is available; "
-                         "use a coarser --spacing or crop the volume", name)
+                         "crop the volume, use fewer --samples or a machine with more memory", name)
 
 
 def check_geometry(volume: Volume, spec: InputSpec | None, name: str) -> None:

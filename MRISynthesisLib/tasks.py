@@ -11,6 +11,10 @@ import re
 from dataclasses import dataclass, field
 
 
+# Quality presets shared by the CLI and the Slicer module: name -> sampling steps.
+QUALITY_STEPS = {"fast": 4, "balanced": 10, "best": 25}
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """One input image of a task.

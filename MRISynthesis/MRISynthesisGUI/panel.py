@@ -13,9 +13,9 @@ import qt
 import slicer
 from slicer.i18n import tr as _
 
-from MRISynthesisLib.tasks import get_task
+from MRISynthesisLib.tasks import QUALITY_STEPS, get_task
 
-from .parameters import INPUT_SLOTS, OUTPUT_SLOTS, STEPS
+from .parameters import INPUT_SLOTS, OUTPUT_SLOTS
 
 LOG_LINES = 1000  # the log keeps the last lines only
 POLL_MS = 200
@@ -153,7 +153,8 @@ class SynthesisPanel:
         except Exception:
             return
         outputs = {spec.name: getattr(parameters, f"output{slot}") for slot, spec in enumerate(task.outputs[:OUTPUT_SLOTS])}
-        options = {"device": parameters.device, "steps": STEPS[parameters.quality], "samples": parameters.samples,
+        options = {"device": parameters.device, "steps": QUALITY_STEPS[parameters.quality.value],
+                   "samples": parameters.samples,
                    "seed": parameters.seed}
         try:
             self.process, self.runContext = self.logic.start(task.id, self.inputs(), parameters.mask,

@@ -29,8 +29,6 @@ class QualityPreset(enum.Enum):
     BEST = "best"
 
 
-STEPS = {QualityPreset.FAST: 10, QualityPreset.BALANCED: 25, QualityPreset.BEST: 50}
-
 
 @parameterNodeWrapper
 class MRISynthesisParameterNode:
@@ -46,6 +44,6 @@ class MRISynthesisParameterNode:
     output2: Optional[vtkMRMLScalarVolumeNode] = None
     output3: Optional[vtkMRMLScalarVolumeNode] = None
     device: str = "auto"
-    quality: QualityPreset = QualityPreset.FAST
+    quality: QualityPreset = QualityPreset.BALANCED
     samples: Annotated[int, WithinRange(1, 16)] = 1
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0

@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
-
-QUALITY_STEPS = {"fast": 4, "balanced": 10, "best": 25}
+from ..tasks import QUALITY_STEPS
 
 
 def parse_inputs(pairs: list[str]) -> dict[str, str]:
@@ -44,7 +43,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if usable, else CPU), cpu, cuda or cuda:N")
     parser.add_argument("--steps", type=int, help="sampling steps (default from --quality)")
     parser.add_argument("--quality", choices=list(QUALITY_STEPS), default="balanced",
-                        help="preset for --steps: fast=4, balanced=10, best=25")
+                        help="preset for --steps: " + ", ".join(f"{k}={v}" for k, v in QUALITY_STEPS.items()))
     parser.add_argument("--sampler", choices=["dpm++", "ddim"], default="dpm++", help="diffusion sampler")
     parser.add_argument("--samples", type=int, default=1,
                         help="number of samples averaged; > 1 also writes a per-voxel standard deviation map")
