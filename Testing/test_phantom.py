@@ -1,6 +1,8 @@
 """Digital brain phantom: physics orderings, exact relations, masks and determinism (issue 3).
 
 Subjects are simulated at 4 mm (a few tenths of a second each) on several seeds and every pathology.
+Voxels are partial-volume mixtures (``subject.fractions``): orderings that are statements about one tissue
+(CSF nulling, CSF PSR = 0, CSF ADC) are checked on pure voxels, the others on the binary masks.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ def subject(seed: int, pathology: str, **kwargs):
 
 def arrays(s):
     return {n: v.array for n, v in s.maps.items()}, {n: v.array.astype(bool) for n, v in s.masks.items()}
+
+
+def fractions(s):
+    return {n: v.array for n, v in s.fractions.items()}
 
 
 def mean(image, where):
@@ -86,7 +92,11 @@ def test_mprage_flair_t2w_orderings(seed, pathology):
     wm, gm, csf = (k[t] & healthy for t in ("wm", "gm", "csf"))
     assert mean(m["mprage"], wm) > mean(m["mprage"], gm) > mean(m["mprage"], csf)
     assert 1.05 < mean(m["mprage"], wm) / mean(m["mprage"], gm) < 1.8
-    assert mean(m["flair"], csf) < 0.1 * mean(m["flair"], wm)
+    # Nulling is a property of the CSF compartment: pure CSF < 10 % of WM; CSF-mask voxels (partial volume
+    # with cortex) stay darker than WM.
+    pure_csf = fractions(subject(seed, pathology))["csf"] >= 0.95
+    assert mean(m["flair"], pure_csf) < 0.1 * mean(m["flair"], wm)
+    assert mean(m["flair"], csf) < mean(m["flair"], wm)
     assert mean(m["flair"], gm) > mean(m["flair"], wm)
     t2w_csf = mean(m["t2w"], csf)
     for region in ("wm", "gm", "deep_gm", "lesion"):
@@ -102,15 +112,17 @@ def test_mprage_flair_t2w_orderings(seed, pathology):
 @pytest.mark.parametrize("seed,pathology", ALL)
 def test_psr_orderings(seed, pathology):
     m, k = arrays(subject(seed, pathology))
+    f = fractions(subject(seed, pathology))
     psr = m["psr"]
-    assert (psr[k["csf"]] == 0).all() and (psr[~k["brain"]] == 0).all()
-    assert mean(psr, k["wm"] & ~k["lesion"]) > mean(psr, k["gm"] & ~k["lesion"]) > 0
+    assert (f["csf"] == 1).any() and (psr[f["csf"] == 1] == 0).all() and (psr[~k["brain"]] == 0).all()
+    assert mean(psr, k["wm"] & ~k["lesion"]) > mean(psr, k["gm"] & ~k["lesion"]) > mean(psr, k["csf"]) > 0
     if pathology == "ms":
         assert mean(psr, k["lesion"]) < mean(psr, k["nawm"])
-        ratio = mean(psr, k["lesion"]) / mean(psr, k["nawm"])
-        assert 0.2 < ratio < 0.7
+        pure = f["lesion"] >= 0.99  # lesion compartment alone: 40-60 % (black holes 25-45 %) of NAWM
+        if pure.any():
+            assert 0.2 < mean(psr, pure) / mean(psr, k["nawm"] & (f["wm"] >= 0.99)) < 0.7
     # R1 follows PSR (strong correlation in parenchyma) without being a function of it (noise).
-    tissue = k["brain"] & ~k["csf"] & ~k["lesion"]
+    tissue = k["brain"] & (f["csf"] == 0) & (f["lesion"] == 0)
     r1 = 1000.0 / m["t1"][tissue]
     correlation = np.corrcoef(psr[tissue], r1)[0, 1]
     assert 0.8 < correlation < 0.9999
@@ -123,7 +135,9 @@ def test_dwi_exact_before_noise_and_stroke_core(seed, pathology):
     np.testing.assert_allclose(m["dwi_b1000"], m["dwi_b0"] * np.exp(-b * 1e-3 * m["adc"]), rtol=1e-5, atol=1e-9)
     healthy_adc = m["adc"][k["brain"] & ~k["csf"] & ~k["lesion"]]
     assert 0.55 < float(np.median(healthy_adc)) < 0.95
-    assert 2.9 < mean(m["adc"], k["csf"]) < 3.3
+    pure_csf = fractions(subject(seed, pathology))["csf"] == 1
+    assert 2.9 < mean(m["adc"], pure_csf) < 3.3
+    assert mean(m["adc"], k["csf"]) > 2.0 * float(np.median(healthy_adc))  # partial volume lowers the CSF mask
     if pathology == "stroke":
         assert m["adc"][k["core"]].max() < 0.62
         assert mean(m["adc"], k["penumbra"]) > 0.62
@@ -164,12 +178,19 @@ def test_t1ce_brighter_exactly_where_gadolinium(seed, pathology):
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("pathology", ["ms", "stroke", "glioma"])
 def test_maps_change_exactly_inside_pathology_masks(seed, pathology):
-    """Same seed with and without pathology: every map differs only inside the pathology's masks."""
+    """Same seed with and without pathology: maps differ exactly where the lesion compartment is (fraction > 0),
+    which is exactly the union of the pathology masks (a mask voxel's lesion takes >= half of its parenchyma,
+    so >= 1/8 of the voxel; 0 outside), plus for MS wherever the voxel holds WM (the normal-appearing WM
+    compartment loses 5-10 % PSR)."""
     sick, healthy = subject(seed, pathology), subject(seed, "none")
     k = {n: v.array.astype(bool) for n, v in sick.masks.items()}
-    allowed = np.zeros_like(k["brain"])
+    lesion_fraction = sick.fractions["lesion"].array
+    union = np.zeros_like(k["brain"])
     for name in PATHOLOGY_MASKS[pathology]:
-        allowed |= k[name]
+        if name != "nawm":
+            union |= k[name]
+    assert (union == (lesion_fraction > 0)).all() and (lesion_fraction[union] >= 0.125).all()
+    allowed = union | (healthy.fractions["wm"].array > 0) if pathology == "ms" else union
     changed = np.zeros_like(allowed)
     for name in sick.maps:
         difference = sick.maps[name].array != healthy.maps[name].array
@@ -180,6 +201,27 @@ def test_maps_change_exactly_inside_pathology_masks(seed, pathology):
     assert (changed == allowed).all(), "some pathology voxels are identical to the healthy subject"
     for name in ("brain", "wm", "gm", "deep_gm", "csf"):
         assert (sick.masks[name].array == healthy.masks[name].array).all()
+
+
+def test_partial_volume_fractions_and_mixture():
+    """Fractions sum to 1 in the brain, borders are mixed, and maps are the fraction-weighted tissue mean."""
+    s = subject(1, "none")
+    f = fractions(s)
+    brain = s.masks["brain"].array.astype(bool)
+    total = sum(f.values())
+    np.testing.assert_allclose(total[brain], 1.0, atol=1e-5)
+    assert (total[~brain] == 0).all()
+    mixed = brain & (np.max(np.stack([f[n] for n in ("wm", "gm", "deep_gm", "csf")]), axis=0) < 0.8)
+    assert mixed.mean() > 0.1 * brain.mean()  # a real share of the brain voxels are tissue mixtures
+    tissues = s.parameters["tissue"]["tissues"]
+    expected = sum(f[n] * tissues[n]["pd"] for n in ("wm", "gm", "deep_gm", "csf"))
+    # PD texture is 0.5 x 1-3 %: the map equals the fraction-weighted mean of the tissue PDs within 10 %.
+    np.testing.assert_allclose(s.maps["pd"].array[brain], expected[brain], rtol=0.1)
+    m, k = arrays(s)
+    flair = m["flair"]
+    # FLAIR rises with the parenchyma share of a voxel (CSF compartment is nulled): not piecewise constant.
+    csf_share = f["csf"][brain & ~k["wm"]]
+    assert np.corrcoef(csf_share, flair[brain & ~k["wm"]])[0, 1] < -0.5
 
 
 def test_determinism_by_seed():

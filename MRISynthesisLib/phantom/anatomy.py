@@ -7,8 +7,13 @@ Two sources, both turned into the same small set of tissue classes (``TISSUE_CLA
   depth inside the brain and a box around the basal ganglia (MNI coordinates);
 * a FreeSurfer ``aseg``-style label map (e.g. SynthSeg training maps, 256^3 at 1 mm) given by path.
 
+Each source also carries soft parenchyma fractions (WM and all GM, 0-255 per 1 mm voxel) for partial
+volume: the MNI GM/WM probability maps themselves, or for aseg maps the one-hot labels smoothed slightly
+(Gaussian, sigma 0.6 mm) so that tissue borders are about a voxel wide, as in a real 1 mm scan.
+
 Per subject the source is mapped to a brain-centred output grid through a random affine (scale, rotation,
-translation, left/right flip) plus a smooth elastic displacement, sampled with nearest neighbour.
+translation, left/right flip) plus a smooth elastic displacement; the labels are sampled with nearest
+neighbour (hard classes, the masks), the fractions with linear interpolation (only inside the brain).
 """
 
 from __future__ import annotations
@@ -52,12 +57,14 @@ class SourceAnatomy:
 
     Attributes:
         labels: uint8 tissue classes, shape ``(z, y, x)``.
+        fractions: uint8 ``(2, z, y, x)``: WM and GM (cortical + deep) fraction of each voxel times 255.
         index_to_physical: 4x4 matrix from ``(i, j, k, 1)`` (x, y, z index order) to LPS mm.
         centre: LPS mm of the brain centre (mean of non-background voxels).
         name: where it came from (``"mni152_2009"`` or a file path).
     """
 
     labels: np.ndarray
+    fractions: np.ndarray
     index_to_physical: np.ndarray
     centre: np.ndarray
     name: str
@@ -70,23 +77,41 @@ def _matrix(image: sitk.Image) -> np.ndarray:
     return matrix
 
 
-def _crop(labels: np.ndarray, matrix: np.ndarray, margin: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Crop to the bounding box of non-background voxels (keeps the cache small)."""
+def _crop_box(labels: np.ndarray, margin: int = 4) -> tuple[slice, slice, slice]:
+    """Bounding box of non-background voxels plus ``margin`` (keeps the cache small)."""
     nonzero = np.nonzero(labels)
     low = [max(int(a.min()) - margin, 0) for a in nonzero]
     high = [min(int(a.max()) + margin + 1, n) for a, n in zip(nonzero, labels.shape)]
-    cropped = np.ascontiguousarray(labels[low[0]:high[0], low[1]:high[1], low[2]:high[2]])
+    return tuple(slice(a, b) for a, b in zip(low, high))
+
+
+def _finish(labels: np.ndarray, wm: np.ndarray, gm: np.ndarray, matrix: np.ndarray, name: str) -> SourceAnatomy:
+    """Crop, quantise the fractions (0-1 floats, zeroed outside the labelled brain) and freeze."""
+    box = _crop_box(labels)
+    labels = np.ascontiguousarray(labels[box])
+    brain = labels > 0
+    fractions = np.stack([np.where(brain, np.round(np.clip(f[box], 0.0, 1.0) * 255.0), 0) for f in (wm, gm)])
+    fractions = np.ascontiguousarray(fractions.astype(np.uint8))
     shifted = matrix.copy()
-    shifted[:3, 3] = matrix[:3, :3] @ np.array([low[2], low[1], low[0]], float) + matrix[:3, 3]
-    return cropped, shifted
-
-
-def _finish(labels: np.ndarray, matrix: np.ndarray, name: str) -> SourceAnatomy:
-    labels, matrix = _crop(labels, matrix)
+    shifted[:3, 3] = matrix[:3, :3] @ np.array([box[2].start, box[1].start, box[0].start], float) + matrix[:3, 3]
     k, j, i = (a.mean() for a in np.nonzero(labels))
-    centre = (matrix @ np.array([i, j, k, 1.0]))[:3]
+    centre = (shifted @ np.array([i, j, k, 1.0]))[:3]
     labels.setflags(write=False)
-    return SourceAnatomy(labels, matrix, centre, name)
+    fractions.setflags(write=False)
+    return SourceAnatomy(labels, fractions, shifted, centre, name)
+
+
+def _sharpen(wm: np.ndarray, gm: np.ndarray, brain: np.ndarray, power: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """WM/GM fractions from population probabilities: ``p_t^power / sum_s p_s^power`` over WM, GM, CSF.
+
+    A template's probabilities are blurred by between-subject variability (e.g. the MNI ventricles hold
+    ~20 % "GM"); one subject's partial volume is sharper. The power keeps a soft border about a voxel
+    wide while tissue interiors become pure.
+    """
+    csf = np.where(brain, np.clip(1.0 - wm - gm, 0.0, 1.0), 0.0)
+    wm, gm, csf = (np.clip(f, 0.0, 1.0) ** power for f in (wm, gm, csf))
+    total = np.maximum(wm + gm + csf, 1e-6)
+    return wm / total, gm / total
 
 
 def _nilearn_data_folder() -> Path:
@@ -128,7 +153,7 @@ def mni_anatomy() -> SourceAnatomy:
     central = (np.abs(x) < 32) & (-y > -40) & (-y < 28) & (z > -14) & (z < 24)
     labels[(labels == GM) & central & (depth > 12)] = DEEP_GM
     labels[(labels == CSF) & (np.abs(x) < 32) & (depth > 10)] = VENTRICLE
-    return _finish(labels, matrix, "mni152_2009")
+    return _finish(labels, *_sharpen(wm / 255.0, gm / 255.0, brain), matrix, "mni152_2009")
 
 
 @functools.lru_cache(maxsize=24)
@@ -154,7 +179,15 @@ def aseg_anatomy(path: str) -> SourceAnatomy:
     # Extra-cerebral CSF (label 24) is kept only within 3 mm of the brain, as skull stripping does.
     near = ndi.binary_dilation(parenchyma | (labels == VENTRICLE), iterations=3)
     labels[(labels == CSF) & ~near] = BACKGROUND
-    return _finish(labels, _matrix(image), path)
+    # Soft fractions: one-hot parenchyma labels smoothed slightly at 1 mm (sigma in voxels of the map).
+    box = _crop_box(labels, margin=6)
+    sigma = [0.6 / s for s in image.GetSpacing()[::-1]]
+    wm = np.zeros(labels.shape, np.float32)
+    gm = np.zeros(labels.shape, np.float32)
+    wm[box] = ndi.gaussian_filter((labels[box] == WM).astype(np.float32), sigma, truncate=3.0)
+    gm[box] = ndi.gaussian_filter(((labels[box] == GM) | (labels[box] == DEEP_GM)).astype(np.float32), sigma,
+                                  truncate=3.0)
+    return _finish(labels, wm, gm, _matrix(image), path)
 
 
 def label_files(labels: str | os.PathLike) -> list[str]:
@@ -203,14 +236,15 @@ def _rotation(degrees) -> np.ndarray:
 
 
 def deform_labels(source: SourceAnatomy, transform: dict, spacing: float, shape: tuple[int, int, int],
-                  origin: tuple, rng: np.random.Generator) -> np.ndarray:
-    """Resample ``source.labels`` onto the output grid through the subject's transform.
+                  origin: tuple, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Resample ``source`` onto the output grid through the subject's transform.
 
     Output point ``p`` (LPS mm, grid centred on 0) samples the source at
     ``centre + R S F (p + u(p)) + shift`` with ``u`` a cubic-spline upsampled random coarse displacement.
 
     Returns:
-        uint8 tissue classes, shape ``shape`` ``(z, y, x)``.
+        uint8 tissue classes, shape ``shape`` ``(z, y, x)`` (nearest neighbour), and the WM and GM fractions
+        (0-1, float32 ``(n,)``, linear interpolation) of the ``n`` brain voxels (classes > 0) in C order.
     """
     flip = np.diag([-1.0 if transform["flip_lr"] else 1.0, 1.0, 1.0])
     linear = _rotation(transform["rotation_deg"]) @ np.diag(transform["scale"]) @ flip
@@ -237,4 +271,9 @@ def deform_labels(source: SourceAnatomy, transform: dict, spacing: float, shape:
         if displacement is not None:
             values = values + row[0] * displacement[0] + row[1] * displacement[1] + row[2] * displacement[2]
         coordinates[2 - axis] = values
-    return ndi.map_coordinates(source.labels, coordinates, order=0, mode="constant", cval=0, prefilter=False)
+    classes = ndi.map_coordinates(source.labels, coordinates, order=0, mode="constant", cval=0, prefilter=False)
+    # Fractions only where they are used: the brain voxels (a third of the grid).
+    inside = coordinates[:, classes > 0]
+    wm, gm = (ndi.map_coordinates(f, inside, order=1, mode="constant", cval=0, prefilter=False,
+                                  output=np.float32) / np.float32(255.0) for f in source.fractions)
+    return classes, wm, gm

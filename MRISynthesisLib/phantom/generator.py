@@ -3,8 +3,12 @@
 Pipeline for one subject (each step with its own random stream, so the healthy part of a subject is the
 same for every pathology and a pathology changes the maps only inside its masks):
 
-anatomy (deformed label map) -> tissue parameters (PSR first, R1 from PSR) -> pathology -> T1 -> MR
-signal equations and CT perfusion -> optional acquisition randomisation of the weighted images.
+anatomy (deformed label map + soft tissue fractions) -> tissue parameters (PSR first, R1 from PSR) ->
+pathology (lesion compartment) -> partial-volume mixture of compartments -> MR signal equations and CT
+perfusion per compartment, summed with the fractions -> optional acquisition randomisation.
+
+Weighted images are ``sum_t f_t S(params_t)``; quantitative maps are fraction-weighted means (see
+``partial_volume.py`` for the exceptions MTT, Tmax and the apparent ADC); masks are binary hard labels.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ import numpy as np
 from ..errors import InputError
 from ..volume import Volume, write_volume
 from . import anatomy as anatomy_module
-from . import ct_perfusion, mr_signal
+from . import ct_perfusion, mr_signal, partial_volume
 from .acquisition import apply_acquisition, draw_acquisition
 from .pathology import PATHOLOGIES, apply_pathology
 from .protocol import draw_protocol
-from .tissue import TissueMaps, draw_tissue, t1_from_r1_model
+from .tissue import TissueMaps, draw_tissue
 
 QUANTITATIVE_MAPS = ("t1", "t2", "pd", "psr", "adc", "cbf", "cbv", "mtt", "tmax", "gd")
 WEIGHTED_MAPS = ("mprage", "t1w_se", "t1ce", "t2w", "pdw", "flair", "dwi_b0", "dwi_b1000", "ct", "ctp")
@@ -42,11 +46,14 @@ class PhantomSubject:
         maps: ``{name: Volume}`` float32, all on one grid; 3D ``(z, y, x)`` except ``ctp`` ``(frames, z, y, x)``.
         masks: ``{name: Volume}`` uint8 0/1 on the same grid.
         parameters: every drawn value (JSON-serialisable).
+        fractions: ``{wm, gm, deep_gm, csf, lesion}`` float32 volume fraction of each compartment per voxel
+            (sum 1 in the brain, 0 outside); the ground truth of the partial volume (not written to disk).
     """
 
     maps: dict[str, Volume]
     masks: dict[str, Volume]
     parameters: dict = field(default_factory=dict)
+    fractions: dict[str, Volume] = field(default_factory=dict)
 
     def write(self, folder: str | os.PathLike, overwrite: bool = False) -> dict[str, str]:
         """Write ``<map>.nii.gz``, ``mask_<name>.nii.gz`` and ``parameters.json`` into ``folder``.
@@ -128,12 +135,13 @@ def generate_subject(seed: int, pathology: str = "ms", spacing: float = 2.0, lab
         source = anatomy_module.aseg_anatomy(files[int(rngs["anatomy"].integers(len(files)))])
     grid_shape, origin = anatomy_module.output_grid(spacing, shape)
     transform = anatomy_module.random_transform(rngs["anatomy"], deform)
-    classes = anatomy_module.deform_labels(source, transform, spacing, grid_shape, origin, rngs["anatomy"])
+    classes, wm_fraction, gm_fraction = anatomy_module.deform_labels(source, transform, spacing, grid_shape, origin,
+                                                                     rngs["anatomy"])
     brain = classes > 0
     if not brain.any():
         raise InputError("the output grid holds no brain; enlarge shape or spacing", "shape")
 
-    # Tissue parameters and healthy maps, then pathology.
+    # Tissue parameters and per-voxel maps, then pathology (the lesion compartment).
     tissue = draw_tissue(rngs["tissue"], field_strength)
     protocol = draw_protocol(rngs["tissue"], tissue)
     protocol["ctp"] = ct_perfusion.draw_ctp_protocol(rngs["tissue"])
@@ -141,15 +149,27 @@ def generate_subject(seed: int, pathology: str = "ms", spacing: float = 2.0, lab
     tissue_maps.maps["gd"] = np.zeros(classes.shape, np.float32)
     pathology_masks, pathology_parameters = apply_pathology(pathology, classes, tissue_maps, tissue,
                                                             rngs["pathology"], spacing)
-    q = tissue_maps.maps
-    t1 = t1_from_r1_model(tissue, q["psr"], q["r1_offset"], tissue_maps.r1_noise, brain)
-    perfused = brain & (q["cbf"] > 0)
-    arrays = {
-        "t1": t1, "t2": q["t2"], "pd": q["pd"], "psr": q["psr"], "adc": q["adc"], "cbf": q["cbf"],
-        "cbv": (q["cbf"] * q["mtt"] / 60.0).astype(np.float32), "mtt": q["mtt"],
-        "tmax": np.where(perfused, q["delay"], 0.0).astype(np.float32), "gd": q["gd"],
-    }
-    arrays.update(_weighted(arrays, q, brain, protocol, selected))
+
+    # Partial volume: compartments of the brain voxels, every map rendered as their mixture.
+    brain_index = np.flatnonzero(brain)
+    n = brain_index.size
+    fractions = partial_volume.tissue_fractions(classes, wm_fraction, gm_fraction)
+    parts = partial_volume.compartments(fractions, tissue_maps, brain_index)
+
+    def full(values: np.ndarray) -> np.ndarray:
+        array = np.zeros(classes.size, np.float32)
+        array[brain_index] = values
+        return array.reshape(classes.shape)
+
+    values = partial_volume.quantitative_maps(parts, n, protocol["dwi"], mr_signal.spin_echo)
+    arrays = {name: full(values[name]) for name in QUANTITATIVE_MAPS}
+    arrays.update(_weighted(parts, n, full, values, arrays, brain_index, protocol, selected))
+    fraction_arrays = {}
+    for part in parts:
+        weight = np.zeros(n, np.float32)
+        weight[part.local] = part.weight
+        fraction_arrays[part.name] = full(weight)
+    fraction_arrays.setdefault("lesion", np.zeros(classes.shape, np.float32))
 
     acquisition = {}
     if randomize_acquisition:
@@ -180,35 +200,50 @@ def generate_subject(seed: int, pathology: str = "ms", spacing: float = 2.0, lab
               if n in selected or n in QUANTITATIVE_MAPS},
         masks={n: Volume(a.astype(np.uint8), **geometry) for n, a in mask_arrays.items()},
         parameters=_jsonable(parameters),
+        fractions={n: Volume(a, **geometry) for n, a in fraction_arrays.items()},
     )
 
 
-def _weighted(arrays: dict, q: dict, brain: np.ndarray, protocol: dict, selected: Sequence[str]) -> dict:
-    """Weighted images (clean) from the quantitative maps, only those in ``selected``."""
-    pd, t1, t2 = arrays["pd"], arrays["t1"], arrays["t2"]
+def _weighted(parts: list, n: int, full, values: dict, arrays: dict, brain_index: np.ndarray, protocol: dict,
+              selected: Sequence[str]) -> dict:
+    """Weighted images (clean), each the fraction-weighted sum of its compartments' signals; only ``selected``."""
+    mix = partial_volume.mix
     out = {}
     if "mprage" in selected:
         p = protocol["mprage"]
-        out["mprage"] = mr_signal.mprage(pd, t1, t2, p["tr"], p["ti"], p["flip_deg"], p["echo_spacing"],
-                                         p["n_pulses"], p["te"], p["inversion_efficiency"])
+        out["mprage"] = full(mix(parts, n, lambda c: mr_signal.mprage(
+            c["pd"], c["t1"], c["t2"], p["tr"], p["ti"], p["flip_deg"], p["echo_spacing"], p["n_pulses"], p["te"],
+            p["inversion_efficiency"])))
     for name in ("t1w_se", "t2w", "pdw"):
         if name in selected:
-            out[name] = mr_signal.spin_echo(pd, t1, t2, protocol[name]["tr"], protocol[name]["te"])
+            p = protocol[name]
+            out[name] = full(mix(parts, n, lambda c: mr_signal.spin_echo(c["pd"], c["t1"], c["t2"], p["tr"], p["te"])))
     if "t1ce" in selected:
-        t1_post = mr_signal.t1_with_gadolinium(t1, arrays["gd"])
-        out["t1ce"] = mr_signal.spin_echo(pd, t1_post, t2, protocol["t1w_se"]["tr"], protocol["t1w_se"]["te"])
+        p = protocol["t1w_se"]
+        out["t1ce"] = full(mix(parts, n, lambda c: mr_signal.spin_echo(
+            c["pd"], mr_signal.t1_with_gadolinium(c["t1"], c["gd"]), c["t2"], p["tr"], p["te"])))
     if "flair" in selected:
         p = protocol["flair"]
-        out["flair"] = mr_signal.flair(pd, t1, t2, p["tr"], p["te"], p["ti"])
+        out["flair"] = full(mix(parts, n, lambda c: mr_signal.flair(c["pd"], c["t1"], c["t2"], p["tr"], p["te"],
+                                                                   p["ti"])))
     if "dwi_b0" in selected or "dwi_b1000" in selected:
-        b0 = mr_signal.spin_echo(pd, t1, t2, protocol["dwi"]["tr"], protocol["dwi"]["te"])
-        out["dwi_b0"] = b0
-        out["dwi_b1000"] = mr_signal.dwi(b0, arrays["adc"], protocol["dwi"]["b"])
-        out = {k: v for k, v in out.items() if k in selected}
-    if "ct" in selected:
-        out["ct"] = q["hu"]
-    if "ctp" in selected:
-        out["ctp"] = ct_perfusion.ct_perfusion_series(q["hu"], q["cbf"], q["mtt"], q["delay"], brain, protocol["ctp"])
+        b0 = full(values["dwi_b0"])
+        if "dwi_b0" in selected:
+            out["dwi_b0"] = b0
+        if "dwi_b1000" in selected:
+            out["dwi_b1000"] = mr_signal.dwi(b0, arrays["adc"], protocol["dwi"]["b"])
+    if "ct" in selected or "ctp" in selected:
+        ct = full(values["hu"])
+        if "ct" in selected:
+            out["ct"] = ct
+        if "ctp" in selected:
+            series = np.repeat(ct[None], protocol["ctp"]["frames"], axis=0)
+            flat = series.reshape(protocol["ctp"]["frames"], -1)
+            for part in parts:
+                c = part.params
+                enhancement = ct_perfusion.tissue_enhancement(c["cbf"], c["mtt"], c["delay"], protocol["ctp"])
+                flat[:, brain_index[part.local]] += part.weight[None, :] * enhancement
+            out["ctp"] = series
     return out
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from .anatomy import CSF, DEEP_GM, GM, VENTRICLE, WM
 from .fields import smooth_field
-from .pathology import distance_mm, set_compartment
+from .pathology import distance_mm, mark_lesion, set_compartment
 from .tissue import TissueMaps
 
 GLIOMA_T1 = {1.5: {"necrosis": (1600.0, 2400.0), "enhancing": (1100.0, 1500.0), "oedema": (1000.0, 1300.0)},
@@ -64,6 +64,9 @@ def glioma(classes: np.ndarray, maps: TissueMaps, tissue: dict, rng: np.random.G
     }
     for name, where in (("necrosis", necrosis), ("enhancing", enhancing), ("oedema", oedema)):
         set_compartment(maps, tissue, where, values[name])
+    # Soft outer edge; the tumour's mass effect effaces the CSF it grows over, oedema keeps it.
+    mark_lesion(maps, tumour | oedema, soft=True)
+    maps.effaces_csf |= tumour
     parameters = {"centre_voxel_zyx": centre.tolist(), "radius_mm": radius, "necrosis_fraction": necrosis_fraction,
                   "oedema_extent_mm": oedema_extent, **values,
                   "volumes_ml": {n: float(m.sum() * spacing ** 3 / 1000.0)

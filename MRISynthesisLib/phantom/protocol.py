@@ -1,8 +1,8 @@
 """Per-subject sequence parameters within clinical ranges (``docs/mr-physics.md``); times in ms.
 
 FLAIR's inversion time is set to null the subject's CSF (as a tuned clinical protocol does) with a
-small +-1 % error. 3D FLAIR (variable-flip-angle turbo spin echo) uses an equivalent TE of 100-150 ms in
-the mono-exponential equation: its long echo train weights T2 more than its nominal TE. When the subject's
+small +-1 % error. TE (2D, and the equivalent mono-exponential TE of 3D variable-flip-angle FLAIR) is
+80-120 ms. When the subject's
 GM/WM FLAIR contrast would fall under 1.05, TE is lengthened (<= 200 ms) as a radiographer would.
 MPRAGE timing follows the vendor defaults for the drawn field strength.
 """
@@ -45,7 +45,8 @@ def draw_protocol(rng: np.random.Generator, tissue: dict) -> dict:
         mprage = {"tr": _u(rng, 2300, 2500), "ti": _u(rng, 950, 1050), "flip_deg": _u(rng, 7, 9)}
     mprage.update({"echo_spacing": _u(rng, 6.0, 8.0), "n_pulses": int(rng.integers(160, 193)),
                    "te": _u(rng, 2.5, 3.5), "inversion_efficiency": 0.96})
-    flair_te = _u(rng, 100, 150) if three_d_flair else _u(rng, 90, 130)
+    # TE 80-120 (inside the note's 80-140; the earlier 90-150 gave FLAIR GM/WM 1.40 vs 0.92-1.20 real).
+    flair_te = _u(rng, 80, 120)
     flair_te = round(_flair_te_for_contrast(tissue, flair_tr, flair_te, flair_ti), 2)
     return {
         "mprage": mprage,

@@ -12,7 +12,7 @@ import numpy as np
 
 from .anatomy import DEEP_GM, GM, WM
 from .fields import smooth_field
-from .pathology import set_compartment
+from .pathology import mark_lesion, set_compartment
 from .tissue import TissueMaps
 
 
@@ -48,7 +48,7 @@ def stroke(classes: np.ndarray, maps: TissueMaps, tissue: dict, rng: np.random.G
         core.ravel()[nearest] = True
         territory = territory | core
     penumbra = territory & ~core
-    core_cbf = float(rng.uniform(0.08, 0.28))
+    core_cbf = float(rng.uniform(0.08, 0.25))
     core_cbv = float(rng.uniform(0.3, 0.7))
     penumbra_cbf = float(rng.uniform(0.35, 0.7))
     penumbra_cbv = float(rng.uniform(1.0, 1.5))
@@ -64,6 +64,10 @@ def stroke(classes: np.ndarray, maps: TissueMaps, tissue: dict, rng: np.random.G
     # Restricted diffusion is the definition of the core: keep ADC under the 0.62 threshold despite texture.
     np.minimum(maps.maps["adc"], np.float32(0.6), out=maps.maps["adc"], where=core)
     set_compartment(maps, tissue, penumbra, values["penumbra"])
+    # Hard edges (a perfusion territory has no sharp tissue border to blur); the swollen core effaces the
+    # sulci (its CSF), the penumbra keeps its CSF (unperfused, so Tmax stays the penumbra's).
+    mark_lesion(maps, core, soft=False, effaces_csf=True)
+    mark_lesion(maps, penumbra, soft=False)
     parameters = {"side": "left" if side > 0 else "right", "origin_voxel_zyx": origin.round(2).tolist(),
                   "axis_zyx": axis.round(4).tolist(), "half_angle_deg": half_angle, "core_fraction": core_fraction,
                   "core": values["core"], "penumbra": values["penumbra"],

@@ -26,7 +26,9 @@ T1_RANGE = {
 PSR_RANGE = {"wm": (0.13, 0.18), "gm": (0.05, 0.08), "deep_gm": (0.07, 0.09)}
 T2_RANGE = {"wm": (65.0, 80.0), "gm": (80.0, 110.0), "deep_gm": (70.0, 90.0), "csf": (1500.0, 2000.0)}
 PD_RANGE = {"wm": (0.69, 0.77), "gm": (0.80, 0.86), "deep_gm": (0.78, 0.84), "csf": (1.0, 1.0)}
-ADC_RANGE = {"wm": (0.62, 0.80), "gm": (0.80, 0.90), "deep_gm": (0.70, 0.80), "csf": (3.0, 3.2)}
+# WM ADC from the upper part of its 0.62-0.80 span: the real ISLES normal-tissue median (0.85-0.90) sat
+# above the simulated 0.82.
+ADC_RANGE = {"wm": (0.68, 0.80), "gm": (0.80, 0.90), "deep_gm": (0.70, 0.80), "csf": (3.0, 3.2)}
 CBF_RANGE = {"wm": (20.0, 30.0), "gm": (50.0, 70.0), "deep_gm": (45.0, 60.0), "csf": (0.0, 0.0)}
 MTT_RANGE = {"wm": (5.0, 6.0), "gm": (4.0, 5.0), "deep_gm": (4.0, 5.0), "csf": (0.0, 0.0)}
 HU_RANGE = {"wm": (25.0, 30.0), "gm": (35.0, 40.0), "deep_gm": (33.0, 38.0), "csf": (0.0, 10.0)}
@@ -111,9 +113,18 @@ class TissueMaps:
         tissue: the dict from :func:`draw_tissue`.
         rng: generator for the texture (independent of pathology so healthy voxels never change).
 
+    The maps hold one value per voxel for its hard class: pathology edits them inside its masks, and they
+    become the parameters of the voxel's lesion compartment (``partial_volume.py``). Healthy compartments
+    are recomputed per tissue with :meth:`compartment_values` (same texture fields).
+
     Attributes:
         maps: ``{quantity: float32 (z, y, x)}`` for ``QUANTITIES``; 0 outside the brain.
         noise: ``{quantity: float32 (z, y, x)}`` standard-normal texture per quantity (plus ``"r1"``).
+        lesion_fraction: float32 ``(z, y, x)``, the share of the replaceable tissue a lesion takes (set by
+            pathology, 0 = healthy voxel).
+        effaces_csf: bool ``(z, y, x)``, lesions that also displace the voxel's CSF (swelling, mass effect).
+        compartment_factor: ``{tissue: {quantity: factor}}`` applied to a whole healthy compartment (e.g. the
+            reduced PSR of MS normal-appearing WM).
     """
 
     def __init__(self, classes: np.ndarray, tissue: dict, rng: np.random.Generator):
@@ -140,6 +151,41 @@ class TissueMaps:
             self.maps[quantity] = values.astype(np.float32)
         self.r1_noise = (voxel_scale * self.noise["r1"]).astype(np.float32)
         self.voxel_scale = voxel_scale
+        self.lesion_fraction = np.zeros(classes.shape, np.float32)
+        self.effaces_csf = np.zeros(classes.shape, bool)
+        self.compartment_factor: dict[str, dict[str, float]] = {}
+
+    def compartment_values(self, name: str, index: np.ndarray) -> dict[str, np.ndarray]:
+        """Healthy parameters of tissue ``name`` at the flat voxel indices ``index`` (with this subject's texture).
+
+        Returns:
+            ``{psr, t1, t2, pd, adc, cbf, mtt, delay, hu, gd}``, float32 ``(n,)``.
+        """
+        values = self.tissue["tissues"][name]
+        factors = self.compartment_factor.get(name, {})
+        scale = np.float32(float(self.tissue["texture_std"]) * (0.25 if name == "csf" else 1.0))
+        out = {}
+        for quantity in ("psr", "t2", "pd", "adc", "cbf"):
+            factor = np.float32(0.5 if quantity == "pd" else 1.0)
+            out[quantity] = (np.float32(values[quantity] * factors.get(quantity, 1.0))
+                             * (1.0 + factor * scale * self.noise[quantity].ravel()[index])).astype(np.float32)
+        for quantity in ("mtt", "delay", "hu"):
+            out[quantity] = np.full(index.shape, values[quantity], np.float32)
+        out["gd"] = np.zeros(index.shape, np.float32)
+        line = self.tissue["r1_line"]
+        r1 = ((line["a_per_s"] + line["b_per_s"] * out["psr"] + values["r1_offset"])
+              * (1.0 + scale * self.noise["r1"].ravel()[index]))
+        out["t1"] = (1000.0 / r1).astype(np.float32)
+        return out
+
+    def lesion_values(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        """Parameters of the lesion compartment (the pathology-edited maps) at the flat indices ``index``."""
+        out = {q: self.maps[q].ravel()[index] for q in ("psr", "t2", "pd", "adc", "cbf", "mtt", "delay", "hu", "gd")}
+        line = self.tissue["r1_line"]
+        r1 = ((line["a_per_s"] + line["b_per_s"] * out["psr"] + self.maps["r1_offset"].ravel()[index])
+              * (1.0 + self.r1_noise.ravel()[index]))
+        out["t1"] = (1000.0 / r1).astype(np.float32)
+        return out
 
     def textured(self, quantity: str, value: float | np.ndarray, where: np.ndarray) -> np.ndarray:
         """``value`` with this subject's texture for ``quantity`` at the voxels ``where``."""
