@@ -19,36 +19,10 @@ from MRISynthesisLib.volume import Volume, write_volume  # noqa: E402
 SHAPE = (20, 24, 24)  # (z, y, x) at 2 mm: small enough for 2 CPU cores
 
 
-def _tiny_architecture() -> dict:
-    autoencoder = {"channels": [8, 8], "latent_channels": 2, "num_res_blocks": 1, "norm_num_groups": 8}
-    return {"autoencoder_inputs": autoencoder, "autoencoder_target": autoencoder,
-            "unet": {"channels": [8, 8], "attention_levels": [False, False], "num_res_blocks": 1,
-                     "num_head_channels": 8, "norm_num_groups": 8, "cross_attention_dim": 8}}
-
-
 @pytest.fixture(scope="module")
-def model_home(tmp_path_factory) -> Path:
-    """An MRISYNTHESIS_HOME holding a tiny randomly initialised myelin-psr model (real MONAI networks)."""
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("MRISynthesisLib.pipeline", reason="pipeline missing: MRISynthesisLib/pipeline.py")
-    from MRISynthesisLib.engine.model import build_networks
-    from MRISynthesisLib.models import write_model
-
-    torch.manual_seed(0)
-    home = tmp_path_factory.mktemp("home")
-    architecture = _tiny_architecture()
-    networks = build_networks(architecture, 2, 1)
-    write_model(home / "models" / "myelin-psr", {
-        "id": "myelin-psr", "version": "0.0.1", "task": "myelin-psr", "title": "tiny untrained test model",
-        "description": "protocol tests only", "inputs": ["t1w", "flair"], "outputs": ["psr"],
-        "spacing": [2.0, 2.0, 2.0], "multiple": 4,
-        "normalisation": {"inputs": {"method": "percentile", "low": 1.0, "high": 99.0},
-                          "outputs": {"psr": {"scale": 0.1, "offset": 0.1}}},
-        "architecture": architecture, "licence": "Apache-2.0",
-        "training": {"data": "none", "command": "pytest", "duration_s": 0.0, "hardware": "cpu", "seeds": [0]},
-        "metrics": {},
-    }, networks.state_dicts())
-    return home
+def model_home(tiny_model_home) -> Path:
+    """An MRISYNTHESIS_HOME holding a tiny randomly initialised myelin-psr model (see conftest.py)."""
+    return tiny_model_home
 
 
 @pytest.fixture(scope="module")

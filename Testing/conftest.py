@@ -1,0 +1,51 @@
+"""Shared fixtures: a tiny but real (MONAI networks, safetensors, sha256-checked) myelin-psr model.
+
+Its weights are random, so its maps mean nothing; tests that use it check plumbing (geometry, files,
+progress, cancel), never quality. Quality is measured by ``mrisynthesis evaluate`` on the shipped model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# Every conditioning stream present, each network as small as MONAI allows.
+TINY_ARCHITECTURE = {
+    "autoencoder_inputs": {"channels": [8, 8], "latent_channels": 2, "num_res_blocks": 1, "norm_num_groups": 4},
+    "autoencoder_target": {"channels": [8, 8], "latent_channels": 2, "num_res_blocks": 1, "norm_num_groups": 4},
+    "unet": {"channels": [8, 8], "attention_levels": [False, True], "num_res_blocks": 1, "num_head_channels": 8,
+             "norm_num_groups": 4, "cross_attention_dim": 8},
+    "controlnet": {"embedding_channels": 8},
+    "tokens": {"grid": [2, 2, 2], "hidden": 8},
+    "lora": {"rank": 2},
+}
+
+
+def write_tiny_model(home: Path, spacing: float = 2.0, multiple: int = 4, seed: int = 0) -> Path:
+    """Write a randomly initialised myelin-psr model into ``home/models/myelin-psr``; returns ``home``."""
+    import torch
+
+    from MRISynthesisLib.engine.model import build_networks
+    from MRISynthesisLib.models import write_model
+
+    torch.manual_seed(seed)
+    networks = build_networks(TINY_ARCHITECTURE, 2, 1)
+    write_model(home / "models" / "myelin-psr", {
+        "id": "myelin-psr", "version": "0.0.1", "task": "myelin-psr", "title": "tiny untrained test model",
+        "description": "random weights, for plumbing tests only", "inputs": ["t1w", "flair"], "outputs": ["psr"],
+        "spacing": [spacing] * 3, "multiple": multiple,
+        "normalisation": {"inputs": {"method": "percentile", "low": 1.0, "high": 99.0},
+                          "outputs": {"psr": {"scale": 0.25, "offset": 0.0}}},
+        "architecture": TINY_ARCHITECTURE, "licence": "Apache-2.0",
+        "training": {"data": "none", "command": "Testing/conftest.py", "duration_s": 0.0, "hardware": "cpu",
+                     "seeds": [seed]},
+        "metrics": {},
+    }, networks.state_dicts())
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model_home(tmp_path_factory) -> Path:
+    """An ``MRISYNTHESIS_HOME`` whose cache holds the tiny myelin-psr model (it wins over the bundled one)."""
+    return write_tiny_model(tmp_path_factory.mktemp("home"))
