@@ -28,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mrisynthesis {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f".commands.{name}", __package__)
-        except ModuleNotFoundError as error:
-            if error.name and error.name.endswith(f"commands.{name}"):
-                continue  # subcommand not built yet
-            raise
-        module.add_parser(subparsers)
+        importlib.import_module(f".commands.{name}", __package__).add_parser(subparsers)
     return parser
 
 

@@ -258,7 +258,7 @@ def _write_outputs(result: SynthesisResult, inputs: dict[str, Volume], folder: P
                                                   f"{result.task.title} (steps {request.steps}, samples {request.samples})")
         final = {key: str(folder / Path(path).name) for key, path in written.items()}
         final["summary"] = str(folder / "summary.json")
-        (staging / "summary.json").write_text(json.dumps({**result.summary, "files": final}, indent=2))
+        (staging / "summary.json").write_text(json.dumps({**result.summary, "files": final}, indent=2), encoding="utf-8")
         checkpoint("write", 1, 2)  # the last moment a cancel can stop the run: after it, files appear together
         for path in staging.iterdir():
             os.replace(path, folder / path.name)

@@ -80,8 +80,27 @@ def canonical_grid(mask: Volume, spacing: tuple[float, float, float], multiple: 
     size = (np.ceil(size / multiple) * multiple).astype(int)
     # Centre the padded grid on the box so the margin is shared evenly on both sides.
     start = start - (size * np.asarray(spacing) - extent) / 2 + np.asarray(spacing) / 2
-    origin = direction @ start
+    origin = direction @ _snap_to_voxel_centres(start, mask, direction)
     return Volume(np.zeros(tuple(size[::-1]), np.uint8), tuple(origin), tuple(spacing), CANONICAL_DIRECTION)
+
+
+def _snap_to_voxel_centres(start: np.ndarray, mask: Volume, direction: np.ndarray) -> np.ndarray:
+    """Shift the grid start (canonical-axis coordinates) onto the reference's voxel centres.
+
+    When the reference axes are parallel to the canonical ones (any order or sign), model-grid points then
+    coincide with reference voxels: with a model spacing that is a multiple of the reference spacing the
+    resampling in and out interpolates nothing, instead of blurring twice by half a voxel. Oblique
+    references are left as they are (no lattice to snap to).
+    """
+    relation = direction.T @ np.asarray(mask.direction).reshape(3, 3)  # cosines: canonical axis x reference axis
+    if not np.allclose(np.abs(relation), np.round(np.abs(relation)), atol=1e-6):
+        return start
+    origin_along = direction.T @ np.asarray(mask.origin)
+    snapped = start.copy()
+    for axis in range(3):
+        step = mask.spacing[int(np.argmax(np.abs(relation[axis])))]
+        snapped[axis] = origin_along[axis] + np.round((start[axis] - origin_along[axis]) / step) * step
+    return snapped
 
 
 @dataclass

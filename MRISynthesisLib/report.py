@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from .atomic import atomic_write_bytes
 from .volume import Volume
 
 # Anchor colours of perceptual colour maps (sampled at 0, .25, .5, .75, 1).
@@ -95,15 +96,14 @@ def write_montage(rows: list[tuple[str, Volume, tuple[float, float] | None, str]
         draw.text((6, header + row * TILE + TILE // 2 + 2), f"[{window[0]:.3g}, {window[1]:.3g}]", fill=(150, 150, 150))
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
-    path.write_bytes(buffer.getvalue())
-    return path
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def write_lesion_table(rows: list[dict], csv_path: Path, json_path: Path) -> None:
     """Per-lesion statistics as CSV (one lesion per line) and JSON."""
-    json_path.write_text(json.dumps(rows, indent=2))
+    json_path.write_text(json.dumps(rows, indent=2), encoding="utf-8")
     columns = list(rows[0]) if rows else ["id", "volume_ml", "centroid_lps"]
-    with open(csv_path, "w", newline="") as handle:
+    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in rows:

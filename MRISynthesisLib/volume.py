@@ -12,13 +12,13 @@ Conventions (one for the whole package):
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from .atomic import atomic_write
 from .errors import InputError
 
 READ_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -165,16 +165,7 @@ def write_volume(volume: Volume, path: str | os.PathLike, dtype: np.dtype | str 
     path = Path(path)
     if not path.name.endswith(WRITE_SUFFIXES):
         raise InputError(f"unsupported output format {path.name}; use one of {', '.join(WRITE_SUFFIXES)}", "output")
-    suffix = next(s for s in sorted(WRITE_SUFFIXES, key=len, reverse=True) if path.name.endswith(s))
     array = volume.array if dtype is None else volume.array.astype(dtype, copy=False)
     image = volume.with_array(array).to_sitk()
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        sitk.WriteImage(image, temporary, useCompression=True)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda temporary: sitk.WriteImage(image, temporary, useCompression=True))

@@ -85,7 +85,7 @@ def read_request(path: str | os.PathLike) -> dict:
     """Load and check a request file; ``InputError`` for anything malformed."""
     path = Path(path)
     try:
-        request = json.loads(path.read_text())
+        request = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"file not found: {path}", "request") from None
     except (OSError, ValueError) as error:
@@ -235,7 +235,7 @@ class WorkerProcess:
         (self.work_dir / "tmp").mkdir()
         self.request["output_dir"] = str(self.work_dir / "outputs")
         request_path = self.work_dir / "request.json"
-        request_path.write_text(json.dumps(self.request, indent=2))
+        request_path.write_text(json.dumps(self.request, indent=2), encoding="utf-8")
         env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1", "TMPDIR": str(self.work_dir / "tmp"),
                "TEMP": str(self.work_dir / "tmp"), "TMP": str(self.work_dir / "tmp")}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root(), env.get("PYTHONPATH")]))

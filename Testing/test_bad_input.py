@@ -117,6 +117,7 @@ CASES = [
      ["--output", "not writable"]),
     ("existing-outputs", "myelin-psr", existing_output, [], 2, ["--output", "--overwrite"]),
     ("model-not-installed", "missing-contrast", good_inputs, [], 3, ["missing-contrast", "mrisynthesis models install"]),
+    ("gpu-not-available", "myelin-psr", good_inputs, ["--device", "cuda:7"], 2, ["--device", "CUDA"]),
 ]
 
 

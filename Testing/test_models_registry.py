@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from MRISynthesisLib.cli import main
 from MRISynthesisLib.errors import InputError, ModelNotInstalledError

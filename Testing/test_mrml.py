@@ -6,15 +6,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import slicer  # the slicer-core wheel: a test dependency, so a missing install fails loudly
+import vtk
 
-slicer = pytest.importorskip("slicer", reason="slicer-core wheel not installed")
-import SimpleITK as sitk  # noqa: E402
-import vtk  # noqa: E402
-
-from MRISynthesisLib import mrml  # noqa: E402
-from MRISynthesisLib.errors import InputError  # noqa: E402
-from MRISynthesisLib.tasks import get_task  # noqa: E402
-from MRISynthesisLib.volume import Volume, read_volume  # noqa: E402
+from MRISynthesisLib import mrml
+from MRISynthesisLib.errors import InputError
+from MRISynthesisLib.tasks import get_task
+from MRISynthesisLib.volume import Volume, read_volume
 
 
 @pytest.fixture()

@@ -9,12 +9,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
-psutil = pytest.importorskip("psutil")
-
-from MRISynthesisLib import worker  # noqa: E402
-from MRISynthesisLib.volume import Volume, write_volume  # noqa: E402
+from MRISynthesisLib import worker
+from MRISynthesisLib.volume import Volume, write_volume
 
 SHAPE = (20, 24, 24)  # (z, y, x) at 2 mm: small enough for 2 CPU cores
 
@@ -108,18 +107,13 @@ def test_bad_input_exit_code_2(inputs, tmp_path, change, code, fragment):
 
 
 def test_model_not_installed_exit_code_3(inputs, tmp_path):
-    pytest.importorskip("MRISynthesisLib.pipeline", reason="pipeline missing: MRISynthesisLib/pipeline.py")
-    from MRISynthesisLib.models.registry import ModelRegistry
-
-    empty_home = tmp_path / "empty-home"
-    if ModelRegistry(empty_home).is_installed("myelin-psr"):
-        pytest.skip("myelin-psr is bundled with the package, so it cannot be missing")
-    process = worker.WorkerProcess(request(inputs), temp_root=str(tmp_path / "runs"),
-                                   env={"MRISYNTHESIS_HOME": str(empty_home)})
+    # missing-contrast has no bundled model: with an empty cache it must be reported, with the install command.
+    process = worker.WorkerProcess({**request(inputs), "task": "missing-contrast", "reference": None},
+                                   temp_root=str(tmp_path / "runs"), env={"MRISYNTHESIS_HOME": str(tmp_path / "empty")})
     (tmp_path / "runs").mkdir()
     returned, messages = run_to_end(process)
     assert returned == worker.EXIT_MODEL_MISSING, messages
-    assert messages[-1]["stage"] == "error" and "install" in messages[-1]["message"]
+    assert messages[-1]["stage"] == "error" and "mrisynthesis models install" in messages[-1]["message"]
     process.cleanup()
 
 

@@ -33,7 +33,7 @@ def _unsatisfied(requirements_path: Path) -> list[str]:
     from packaging.requirements import Requirement
 
     missing = []
-    for line in requirements_path.read_text().splitlines():
+    for line in requirements_path.read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if not line:
             continue

@@ -7,7 +7,6 @@ Kept out of ``MRISynthesis.py`` so the module file stays thin; the scene work it
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import qt
 import slicer

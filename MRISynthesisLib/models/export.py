@@ -4,31 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
 
+from ..atomic import atomic_write, atomic_write_text
 from ..errors import InputError
 from .card import CARD_NAME, WEIGHT_SUFFIX, ModelCard, validate_card
 from .download import sha256_of_file
 
 MAX_FILE_MB = 25.0  # repository rule: every weight file <= 25 MB
 _STEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(temp_path)`` then move the temp file over ``path``."""
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(handle)
-    try:
-        write(temp_name)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def write_model(folder: str | Path, card_fields: Mapping, state_dicts: Mapping[str, Mapping],
@@ -81,10 +68,10 @@ def write_model(folder: str | Path, card_fields: Mapping, state_dicts: Mapping[s
     files = []
     for stem, tensors in tensors_by_stem.items():
         path = folder / f"{stem}{WEIGHT_SUFFIX}"
-        _atomic_write(path, lambda temp, tensors=tensors: save_file(tensors, temp, metadata={"model": fields["id"]}))
+        atomic_write(path, lambda temp, tensors=tensors: save_file(tensors, temp, metadata={"model": fields["id"]}))
         files.append({"name": path.name, "sha256": sha256_of_file(path), "size": path.stat().st_size})
     data = json.loads(json.dumps({**fields, "files": files}))  # plain JSON types (tuples -> lists)
     card = ModelCard.from_dict(data, name=str(folder / CARD_NAME))
     text = json.dumps(data, indent=2) + "\n"
-    _atomic_write(folder / CARD_NAME, lambda temp: Path(temp).write_text(text, encoding="utf-8"))
+    atomic_write_text(folder / CARD_NAME, text)
     return dataclasses.replace(card, folder=folder)

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_write_text
 from ..errors import InputError
 from ..volume import Volume, write_volume
 from . import anatomy as anatomy_module
@@ -72,10 +72,7 @@ class PhantomSubject:
             files[name] = str(write_volume(volume, folder / f"{name}.nii.gz", dtype=np.float32))
         for name, volume in self.masks.items():
             files[f"mask_{name}"] = str(write_volume(volume, folder / f"mask_{name}.nii.gz", dtype=np.uint8))
-        handle, temporary = tempfile.mkstemp(prefix=".partial-", suffix=".json", dir=folder)
-        with os.fdopen(handle, "w") as stream:
-            json.dump(self.parameters, stream, indent=1, sort_keys=True)
-        os.replace(temporary, folder / "parameters.json")
+        atomic_write_text(folder / "parameters.json", json.dumps(self.parameters, indent=1, sort_keys=True))
         files["parameters"] = str(folder / "parameters.json")
         return files
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .anatomy import DEEP_GM, GM, VENTRICLE, WM
+from .anatomy import GM, VENTRICLE, WM
 from .tissue import TissueMaps
 
 PATHOLOGIES = ("ms", "stroke", "glioma", "none")

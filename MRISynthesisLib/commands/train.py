@@ -1,0 +1,98 @@
+"""``mrisynthesis train``: train one stage of a task's latent diffusion model, or export a finished run.
+
+Stages run in order into one run folder: autoencoder -> diffusion -> control -> export. Each stage is
+resumable (``--resume``) and runs under ``torchrun --nproc_per_node N`` with DDP (gloo on CPU, nccl on CUDA).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+STAGE_CHOICES = ("autoencoder", "diffusion", "control", "export")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a model stage or export a trained model",
+        description="Train the conditional latent diffusion model of a task, one stage at a time, into RUN_DIR; "
+                    "'--stage export' writes the model folder (card.json + safetensors).")
+    parser.add_argument("--task", required=True, help="task id, e.g. myelin-psr")
+    parser.add_argument("--stage", required=True, choices=STAGE_CHOICES,
+                        help="autoencoder: the two aligned autoencoders; diffusion: the unconditional latent "
+                        "denoiser (backbone); control: ControlNet + tokens + LoRA on the frozen backbone; "
+                        "export: write the model folder (card.json + safetensors) with held-out metrics")
+    parser.add_argument("--data", default="phantom", help="'phantom' (generated on the fly) or a folder of "
+                        "subject folders written by 'mrisynthesis phantom'")
+    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (checkpoints, logs, weights)")
+    parser.add_argument("--steps", type=int, default=500, help="optimizer steps of this stage (total, when resuming)")
+    parser.add_argument("--batch", type=int, default=2, help="crops per step and process")
+    parser.add_argument("--spacing", type=float, default=2.0, help="model grid spacing in mm")
+    parser.add_argument("--crop", type=int, nargs=3, default=[64, 64, 64], metavar=("D", "H", "W"),
+                        help="training crop size, each a multiple of --multiple")
+    parser.add_argument("--multiple", type=int, default=16, help="grid sizes must be divisible by this")
+    parser.add_argument("--subjects", type=int, default=24, help="phantom subjects (or max folders) to train on")
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    parser.add_argument("--ema-decay", type=float, default=0.995, help="EMA decay of the exported weights "
+                        "(0 = the last weights)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data order, crops and initial weights")
+    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/<stage>/checkpoint")
+    parser.add_argument("--save-every", type=int, default=100, help="steps between resumable checkpoints")
+    parser.add_argument("--log-every", type=int, default=10, help="steps between log lines (train.log, JSON)")
+    parser.add_argument("--decode-every", type=int, default=1, help="control stage: decoded-image losses every N steps")
+    parser.add_argument("--max-minutes", type=float, default=0.0, help="stop this stage after this much wall time "
+                        "(the card records the steps actually done); 0 = no limit")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    parser.add_argument("--architecture", default=None, help="JSON merged into the default network configuration")
+    parser.add_argument("--model-dir", default=None, help="export: model folder to write (default RUN_DIR/model)")
+    parser.add_argument("--model-version", default="0.1.0", help="export: version written in the card")
+    parser.add_argument("--heldout", type=int, default=4, help="export: held-out phantom subjects for metrics")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    from ..errors import InputError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = "mrisynthesis " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.stage == "export":
+        from ..training.export import export_run
+
+        folder = args.model_dir or f"{args.out}/model"
+        card = export_run(args.out, args.task, folder, version=args.model_version, heldout=args.heldout,
+                          command=command)
+        print(json.dumps({"model": str(card.folder), "metrics": {k: v for k, v in card.metrics.items()
+                                                                 if k != "subjects"}}, indent=2))
+        return 0
+
+    from ..training import distributed
+    from ..training.loops import DEFAULT_ARCHITECTURE, TrainConfig, train
+
+    architecture = json.loads(json.dumps(DEFAULT_ARCHITECTURE))
+    if args.architecture:
+        try:
+            overrides = json.loads(args.architecture)
+        except json.JSONDecodeError as error:
+            raise InputError(f"is not valid JSON ({error.msg})", name="--architecture") from None
+        for key, value in overrides.items():
+            architecture[key] = {**architecture[key], **value} if isinstance(value, dict) and \
+                isinstance(architecture.get(key), dict) else value
+    config = TrainConfig(task=args.task, stage=args.stage, out=args.out, data=args.data, steps=args.steps,
+                         batch=args.batch, spacing=args.spacing, crop=list(args.crop), multiple=args.multiple,
+                         subjects=args.subjects, seed=args.seed, lr=args.lr, resume=args.resume,
+                         save_every=args.save_every, log_every=args.log_every, decode_every=args.decode_every,
+                         max_minutes=args.max_minutes, ema_decay=args.ema_decay,
+                         architecture=architecture, command=command)
+    context = distributed.init_distributed(args.device)
+    try:
+        final = train(config, context)
+    finally:
+        distributed.shutdown(context)
+    if context.is_main:
+        print(json.dumps({k: final[k] for k in ("stage", "steps", "duration_s", "sec_per_step")}, indent=2))
+    return 0

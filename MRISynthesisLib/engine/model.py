@@ -1,0 +1,237 @@
+"""``SynthesisModel``: a model card + its weights -> normalised input volumes in, mean and std maps out.
+
+The card's ``architecture`` names every network's configuration (see ``build_networks``); its weight files
+are keyed by stem: ``autoencoder_inputs``, ``autoencoder_target``, ``unet`` and, when the conditioning
+streams exist, ``controlnet``, ``tokens``, ``lora``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from .autoencoder import build_autoencoder, downsampling_factor
+from .conditioning import ConditionalDenoiser, SemanticTokenEncoder, build_controlnet, build_unet
+from .lora import DEFAULT_TARGETS, LoRAAdapter
+from .sampling import SAMPLERS, RunningMoments, denoise, make_sampler
+from .tiling import estimate_autoencoder_bytes, memory_budget, plan_tile, tiled
+
+
+@dataclass
+class Networks:
+    """Every network of one latent-diffusion model (weights may still be untrained)."""
+
+    autoencoder_inputs: nn.Module
+    autoencoder_target: nn.Module
+    denoiser: ConditionalDenoiser
+
+    def state_dicts(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Weights per file stem (the layout of a model folder)."""
+        denoiser = self.denoiser
+        result = {"autoencoder_inputs": self.autoencoder_inputs.state_dict(),
+                  "autoencoder_target": self.autoencoder_target.state_dict(),
+                  "unet": denoiser.backbone.state_dict()}
+        for stem, module in (("controlnet", denoiser.controlnet), ("tokens", denoiser.token_encoder),
+                             ("lora", denoiser.lora)):
+            if module is not None:
+                result[stem] = module.state_dict()
+        return {stem: {k: v.detach().contiguous() for k, v in sd.items()} for stem, sd in result.items()}
+
+    def load_state_dicts(self, state_dicts: dict[str, dict[str, torch.Tensor]], model_id: str = "model") -> None:
+        """Load weights per file stem, strictly (every expected stem and key must be present)."""
+        modules = {"autoencoder_inputs": self.autoencoder_inputs, "autoencoder_target": self.autoencoder_target,
+                   "unet": self.denoiser.backbone, "controlnet": self.denoiser.controlnet,
+                   "tokens": self.denoiser.token_encoder, "lora": self.denoiser.lora}
+        for stem, module in modules.items():
+            if module is None:
+                continue
+            if stem not in state_dicts:
+                raise InputError(f"weights {stem!r} are missing (has {', '.join(sorted(state_dicts))})",
+                                 name=f"model {model_id}")
+            try:
+                module.load_state_dict(state_dicts[stem], strict=True)
+            except RuntimeError as error:
+                raise InputError(f"weights {stem!r} do not fit the card's architecture: "
+                                 f"{str(error).splitlines()[0]}", name=f"model {model_id}") from None
+
+
+def build_networks(architecture: dict, input_channels: int, output_channels: int) -> Networks:
+    """Networks from a card's ``architecture``: ``autoencoder_inputs``, ``autoencoder_target``, ``unet`` configs
+    and optional ``controlnet``, ``tokens``, ``lora`` configs (a missing/null entry = that stream absent)."""
+    autoencoder_inputs = build_autoencoder(input_channels, architecture.get("autoencoder_inputs"))
+    autoencoder_target = build_autoencoder(output_channels, architecture.get("autoencoder_target"))
+    if downsampling_factor(architecture.get("autoencoder_inputs")) != \
+            downsampling_factor(architecture.get("autoencoder_target")):
+        raise ValueError("the input and target autoencoders must share one latent grid (same number of levels)")
+    latent = autoencoder_target.latent_channels
+    condition = autoencoder_inputs.latent_channels
+    unet_config = architecture.get("unet") or {}
+    backbone = build_unet(latent, unet_config)
+    controlnet = tokens = lora = None
+    if architecture.get("controlnet") is not None:
+        controlnet = build_controlnet(latent, condition, {**unet_config, **architecture["controlnet"]})
+    if architecture.get("tokens") is not None:
+        config = architecture["tokens"]
+        tokens = SemanticTokenEncoder(condition, int(unet_config.get("cross_attention_dim", 64)),
+                                      config.get("grid", (2, 2, 2)), int(config.get("hidden", 64)))
+    if architecture.get("lora") is not None:
+        config = architecture["lora"]
+        lora = LoRAAdapter(backbone, int(config.get("rank", 4)), float(config.get("alpha", 4.0)),
+                           tuple(config.get("targets", DEFAULT_TARGETS)))
+    return Networks(autoencoder_inputs, autoencoder_target, ConditionalDenoiser(backbone, controlnet, tokens, lora))
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as given."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {device!r} (use auto, cpu or cuda)", name="--device") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise InputError(f"no usable CUDA GPU (torch {torch.__version__} is {build}); use --device cpu or "
+                             "auto, or install a CUDA build of torch", name="--device")
+        if resolved.index is not None and resolved.index >= count:
+            raise InputError(f"{device} does not exist; this machine has {count} CUDA GPU(s)", name="--device")
+    return resolved
+
+
+def _card_dict(card) -> dict:
+    if isinstance(card, dict):
+        return card
+    if hasattr(card, "to_dict"):
+        return card.to_dict()
+    raise TypeError(f"expected a ModelCard or a card dict, got {type(card).__name__}")
+
+
+class SynthesisModel:
+    """A ready-to-sample model.
+
+    Args:
+        card: a ``ModelCard`` (or its dict): inputs, outputs, multiple, architecture.
+        state_dicts: weights per file stem (``ModelRegistry.load_state_dicts``, which verifies sha256 first).
+        device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``...
+    """
+
+    def __init__(self, card, state_dicts: dict[str, dict[str, torch.Tensor]], device: str | torch.device = "auto"):
+        self.card = _card_dict(card)
+        self.model_id = self.card.get("id", "model")
+        self.inputs, self.outputs = list(self.card["inputs"]), list(self.card["outputs"])
+        self.multiple = int(self.card.get("multiple", 1))
+        self.architecture = self.card["architecture"]
+        self.device = resolve_device(device)
+        self.networks = build_networks(self.architecture, len(self.inputs), len(self.outputs))
+        self.networks.load_state_dicts(state_dicts, self.model_id)
+        for module in (self.networks.autoencoder_inputs, self.networks.autoencoder_target, self.networks.denoiser):
+            module.to(self.device).eval()
+        scales = self.architecture.get("latent_scale", {})
+        self.scale_inputs = float(scales.get("inputs", 1.0))
+        self.scale_target = float(scales.get("target", 1.0))
+        self.factor = downsampling_factor(self.architecture.get("autoencoder_target"))
+        self.schedule = self.architecture.get("schedule")
+
+    @classmethod
+    def from_registry(cls, registry, model_id: str, device: str | torch.device = "auto") -> "SynthesisModel":
+        """Load an installed model (raises ``ModelNotInstalledError`` with the install command otherwise)."""
+        return cls(registry.card(model_id), registry.load_state_dicts(model_id), device)
+
+    # ----------------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+    def _autoencoder_pass(self, function, image: torch.Tensor, channels: list[int], tile, grid_factor: int):
+        """Run ``function`` whole or tiled; ``image`` spatial size times ``grid_factor`` is the full-res size."""
+        full_shape = [s * grid_factor for s in image.shape[2:]]
+        if tile is None:
+            bytes_per_voxel = estimate_autoencoder_bytes(channels, [1, 1, 1])
+            plan = plan_tile(full_shape, bytes_per_voxel, memory_budget(self.device), self.multiple)
+        else:
+            plan = None if tile is False else tuple(int(t) for t in tile)
+        if plan is None:
+            return function(image)
+        plan = tuple(max(1, p // grid_factor) for p in plan)
+        return tiled(function, image, plan)
+
+    @torch.inference_mode()
+    def encode_inputs(self, inputs: torch.Tensor, tile=None) -> torch.Tensor:
+        """Normalised inputs ``(1, C_in, D, H, W)`` -> scaled input latent ``(1, Lc, D/f, H/f, W/f)``."""
+        autoencoder = self.networks.autoencoder_inputs
+        channels = list(self.architecture.get("autoencoder_inputs", {}).get("channels", [16]))
+        z_mu = self._autoencoder_pass(lambda x: autoencoder.encode(x)[0], inputs, channels, tile, 1)
+        return z_mu * self.scale_inputs
+
+    @torch.inference_mode()
+    def decode_target(self, latent: torch.Tensor, tile=None) -> torch.Tensor:
+        """Scaled target latent ``(1, L, d, h, w)`` -> normalised target maps ``(1, C_out, d*f, h*f, w*f)``."""
+        autoencoder = self.networks.autoencoder_target
+        channels = list(self.architecture.get("autoencoder_target", {}).get("channels", [16]))
+        return self._autoencoder_pass(autoencoder.decode, latent / self.scale_target, channels, tile, self.factor)
+
+    def _check_inputs(self, inputs) -> torch.Tensor:
+        if not isinstance(inputs, torch.Tensor):
+            raise InputError(f"must be a torch.Tensor, got {type(inputs).__name__}", name="inputs")
+        expected = len(self.inputs)
+        if inputs.ndim != 5 or inputs.shape[0] != 1 or inputs.shape[1] != expected:
+            raise InputError(f"must have shape (1, {expected}, D, H, W) for {', '.join(self.inputs)}, got "
+                             f"{tuple(inputs.shape)}", name="inputs")
+        if any(size % self.multiple for size in inputs.shape[2:]):
+            raise InputError(f"grid {tuple(inputs.shape[2:])} must be divisible by {self.multiple}", name="inputs")
+        if not torch.isfinite(inputs).all():
+            raise InputError("contains NaN or infinite values", name="inputs")
+        return inputs.to(self.device, torch.float32)
+
+    @torch.inference_mode()
+    def predict(self, inputs: torch.Tensor, steps: int = 10, samples: int = 1, seed: int = 0,
+                sampler: str = "dpm++", progress: Callable[[int, int], None] | None = None,
+                cancel: Callable[[], bool] | None = None, eta: float = 0.0, tile=None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample the output maps ``samples`` times and return their per-voxel mean and standard deviation.
+
+        Args:
+            inputs: float32 ``(1, C_in, D, H, W)``, normalised per the card, D/H/W divisible by ``multiple``.
+            steps: denoising steps per sample (any number from 1 to the training timesteps).
+            samples: independent samples; ``std`` is zeros when 1.
+            seed: seeds the initial noise (and DDIM/DDPM step noise): same seed -> same result on CPU.
+            sampler: ``"dpm++"`` (DPM-Solver++(2M)), ``"ddim"`` (``eta`` 0 = deterministic) or ``"ddpm"``.
+            progress: ``progress(step, total)`` after every step; ``total = steps * samples``.
+            cancel: polled between steps; returning True raises ``CancelledError``.
+            tile: None = tile the autoencoders only when the memory estimate needs it; False = never;
+                a tuple = this full-resolution tile size.
+
+        Returns:
+            ``(mean, std)``: float32 ``(1, C_out, D, H, W)`` on the CPU, normalised output units.
+        """
+        if sampler not in SAMPLERS:
+            raise InputError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}", name="sampler")
+        if not isinstance(steps, int) or steps < 1 or not isinstance(samples, int) or samples < 1:
+            raise InputError(f"steps and samples must be positive integers, got {steps} and {samples}",
+                             name="steps")
+        inputs = self._check_inputs(inputs)
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        moments = RunningMoments()
+        with self._autocast():
+            condition = self.encode_inputs(inputs, tile).float()
+            latent_shape = (1, self.networks.autoencoder_target.latent_channels, *condition.shape[2:])
+            scheduler = make_sampler(sampler, self.schedule)
+
+            def predict_output(latent, timesteps):
+                return self.networks.denoiser(latent, timesteps, condition)
+
+            for index in range(samples):
+                noise = torch.randn(latent_shape, generator=generator).to(self.device)
+                latent = denoise(predict_output, noise, scheduler, steps, generator, eta, progress, cancel,
+                                 step_offset=index * steps, total_steps=samples * steps)
+                moments.add(self.decode_target(latent, tile).float())
+        return moments.mean.cpu(), moments.std().cpu()

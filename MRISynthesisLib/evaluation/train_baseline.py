@@ -1,0 +1,131 @@
+"""Train the deterministic UNet baseline of a task on phantoms and write it as a model folder.
+
+Reproducible command (the one recorded in the shipped card)::
+
+    python -m MRISynthesisLib.evaluation.train_baseline --task myelin-psr \\
+        --out MRISynthesisLib/models/bundled/myelin-psr-unet-baseline --subjects 16 --steps 600 --threads 1
+
+Data: ``training.data.phantom_subjects`` with seeds ``--first-seed .. --first-seed + --subjects - 1`` (default
+0..15, the diffusion model's phantom stream; the evaluation's held-out seeds start at 10000), prepared exactly
+as the pipeline prepares inputs (``preprocess.prepare``), random brain-centred crops with left-right flips
+(``training.data.CropStream``). Loss: L1 to the normalised target inside the brain. AdamW, cosine learning rate.
+``--minutes`` only stops early as a safety net; the result of a run that hits it is written with the steps done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "models" / "bundled" / "myelin-psr-unet-baseline"
+# Parameters of the diffusion model the baseline is sized against: the engine's default myelin-psr
+# architecture (autoencoders + UNet + ControlNet + tokens + LoRA) counts 5.80 M parameters.
+DIFFUSION_PARAMETERS = 5_800_000
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m MRISynthesisLib.evaluation.train_baseline",
+        description="Train the deterministic 3D UNet regressor baseline on phantoms; writes card.json + "
+        "unet.safetensors (a model folder the registry can install).")
+    parser.add_argument("--task", default="myelin-psr", help="task id (needs a training recipe in training.data)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="model folder to write (its name = model id)")
+    parser.add_argument("--subjects", type=int, default=16, help="training phantoms")
+    parser.add_argument("--first-seed", type=int, default=0, help="seed of the first training phantom")
+    parser.add_argument("--spacing", type=float, default=2.0, help="model grid spacing in mm")
+    parser.add_argument("--crop", type=int, default=64, help="crop edge in voxels (divisible by 16)")
+    parser.add_argument("--batch", type=int, default=2, help="crops per step")
+    parser.add_argument("--steps", type=int, default=600, help="optimiser steps")
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay to 5 %%)")
+    parser.add_argument("--parameters", type=int, default=DIFFUSION_PARAMETERS,
+                        help="size to match: the UNet width is chosen so its parameter count is closest")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the crop sampler")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--minutes", type=float, default=15.0, help="stop early after this wall time (safety net)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import numpy as np
+    import torch
+
+    from ..models.export import write_model
+    from ..training.data import CropStream, phantom_subjects, task_data
+    from .baselines import UNET_ARCHITECTURE_KIND, UNET_STEM, build_unet_regressor, channels_for_size
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    started = time.monotonic()
+    multiple = 16
+    if args.crop % multiple:
+        raise SystemExit(f"--crop must be divisible by {multiple}")
+    recipe = task_data(args.task)
+    seeds = list(range(args.first_seed, args.first_seed + args.subjects))
+    print(f"preparing {len(seeds)} phantoms (seeds {seeds[0]}..{seeds[-1]}) at {args.spacing} mm", flush=True)
+    subjects = phantom_subjects(recipe, seeds, args.spacing, multiple)
+    prepared_s = time.monotonic() - started
+    channels = channels_for_size(args.parameters, len(recipe.inputs), len(recipe.targets))
+    network = build_unet_regressor(len(recipe.inputs), len(recipe.targets), channels)
+    parameters = sum(p.numel() for p in network.parameters())
+    print(f"UNet channels {channels}: {parameters / 1e6:.2f} M parameters; data ready in {prepared_s:.0f} s", flush=True)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step, args.steps) / args.steps)))
+    batches = CropStream(subjects, (args.crop,) * 3, args.batch, [args.seed, 0, 0])
+    network.train()
+    losses, step = [], 0
+    for step in range(1, args.steps + 1):
+        batch = next(batches)
+        prediction = network(batch["inputs"])
+        brain = batch["brain"]
+        loss = ((prediction - batch["target"]).abs() * brain).sum() / brain.sum().clamp(min=1) / prediction.shape[1]
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        losses.append(loss.item())
+        if step % 10 == 0 or step == args.steps:
+            elapsed = time.monotonic() - started
+            print(json.dumps({"step": step, "loss": round(float(np.mean(losses[-10:])), 5),
+                              "lr": round(schedule.get_last_lr()[0], 6), "elapsed_s": round(elapsed, 1)}), flush=True)
+        if time.monotonic() - started > args.minutes * 60:
+            print(f"time limit reached after {step} steps", flush=True)
+            break
+    duration = time.monotonic() - started
+    network.eval()
+    scale = {name: float(s) for name, (_, s) in recipe.targets.items()}
+    card_fields = {
+        "id": args.out.name, "version": "0.1.0", "task": args.task,
+        "title": f"{args.task} deterministic UNet baseline",
+        "description": "Baseline for the evaluation harness (not for clinical use): a MONAI UNet regressing the "
+                       "normalised target directly from the normalised inputs, trained on phantoms with L1 loss.",
+        "inputs": list(recipe.inputs), "outputs": list(recipe.targets), "spacing": [args.spacing] * 3,
+        "multiple": multiple,
+        "normalisation": {"inputs": {"method": "percentile", "low": 1.0, "high": 99.0},
+                          "outputs": {name: {"scale": s, "offset": 0.0} for name, s in scale.items()}},
+        "architecture": {"kind": UNET_ARCHITECTURE_KIND, "network": "monai.networks.nets.UNet", "channels": list(channels),
+                         "strides": [2] * (len(channels) - 1), "num_res_units": 2, "norm": "instance",
+                         "roi": [args.crop] * 3, "parameters": parameters},
+        "licence": "Apache-2.0",
+        "training": {"data": f"phantom ({', '.join(recipe.pathologies)}), randomized acquisition, {args.spacing} mm",
+                     "command": "python -m MRISynthesisLib.evaluation.train_baseline "
+                                + shlex.join(sys.argv[1:] if argv is None else argv),
+                     "duration_s": round(duration, 1), "hardware": f"{platform.processor() or platform.machine()}, "
+                     f"{args.threads} CPU thread(s), shared", "seeds": seeds},
+        "metrics": {"final_train_l1": round(float(np.mean(losses[-50:])), 5), "steps": step,
+                    "crop": args.crop, "batch": args.batch},
+    }
+    card = write_model(args.out, card_fields, {UNET_STEM: network.state_dict()})
+    print(f"wrote {card.folder} after {step} steps in {duration:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

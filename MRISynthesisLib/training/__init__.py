@@ -1,0 +1,1 @@
+"""Training: data streams (phantom, subject folders), losses, the three training stages, DDP, export."""

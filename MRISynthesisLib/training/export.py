@@ -1,0 +1,134 @@
+"""Export a finished training run as a model folder (card.json + safetensors), with held-out metrics.
+
+Held-out metrics come from phantom subjects whose seeds are never used for training (10_000 and up, see
+``data.training_seeds``), predicted with the exported weights exactly as ``SynthesisModel`` will at
+inference (10 DPM-Solver++ steps, seed 0), compared in physical units inside the brain mask.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import metrics
+from ..engine.model import SynthesisModel, build_networks
+from ..errors import InputError
+from ..models.export import write_model
+from ..tasks import get_task
+from .data import phantom_subjects, task_data, training_seeds
+from .loops import STAGE_STEMS, STAGES
+from .checkpoint import load_weights
+
+HELDOUT_FIRST_SEED = 10_000
+
+
+def _final_states(run_dir: Path) -> dict[str, dict]:
+    states = {}
+    for stage in STAGES:
+        path = run_dir / stage / "final" / "state.json"
+        if not path.is_file():
+            raise InputError(f"stage {stage!r} has not finished (no {path})", name="--out")
+        states[stage] = json.loads(path.read_text(encoding="utf-8"))
+    return states
+
+
+def heldout_metrics(model: SynthesisModel, task_id: str, spacing: float, seeds: list[int], steps: int = 10,
+                    sampler: str = "dpm++") -> dict:
+    """PSNR / SSIM / MAE (brain), lesion and NAWM MAE in physical units, averaged over held-out phantoms."""
+    recipe = task_data(task_id)
+    per_subject, seconds = [], []
+    for sample in phantom_subjects(recipe, seeds, spacing, model.multiple):
+        began = time.time()
+        mean, _ = model.predict(torch.from_numpy(sample.inputs)[None], steps=steps, sampler=sampler, seed=0)
+        seconds.append(time.time() - began)
+        brain = sample.brain[0] > 0
+        for channel, (name, (_, scale)) in enumerate(recipe.targets.items()):
+            prediction = mean[0, channel].numpy() * scale
+            target = sample.target[channel] * scale
+            lesion = sample.lesion[0] > 0
+            nawm = (sample.tissues[0] > 0) & ~lesion
+            per_subject.append({"output": name, "seed": sample.info["seed"], "pathology": sample.info["pathology"],
+                                "psnr": metrics.psnr(prediction, target, brain),
+                                "ssim": metrics.ssim(prediction, target, brain),
+                                "mae": metrics.mae(prediction, target, brain),
+                                "lesion_mae": metrics.mae(prediction, target, lesion) if lesion.any() else None,
+                                "nawm_mae": metrics.mae(prediction, target, nawm),
+                                "grid": list(sample.brain.shape[1:])})
+
+    def average(key):
+        values = [r[key] for r in per_subject if r[key] is not None and np.isfinite(r[key])]
+        return float(np.mean(values)) if values else None
+
+    return {"heldout_seeds": seeds, "steps": steps, "sampler": sampler, "region": "brain mask, physical units",
+            "psnr_db": average("psnr"), "ssim": average("ssim"), "mae": average("mae"),
+            "lesion_mae": average("lesion_mae"), "nawm_mae": average("nawm_mae"),
+            "predict_seconds_mean": float(np.mean(seconds)), "subjects": per_subject}
+
+
+def export_run(run_dir: str | Path, task_id: str, folder: str | Path, model_id: str | None = None,
+               version: str = "0.1.0", heldout: int = 4, command: str = "", extra_training: dict | None = None):
+    """Gather the final weights of every stage of ``run_dir`` into a model folder; returns the ``ModelCard``."""
+    run_dir = Path(run_dir)
+    task = get_task(task_id)
+    recipe = task_data(task_id)
+    states = _final_states(run_dir)
+    config = states["control"]["config"]
+    for stage in ("diffusion", "control"):  # later stages must have been trained on these very latents
+        if states[stage].get("latent_scale") != states["autoencoder"]["latent_scale"]:
+            raise InputError(f"the autoencoder stage was re-run after the {stage} stage was trained (latent scales "
+                             f"{states[stage].get('latent_scale')} vs {states['autoencoder']['latent_scale']}); "
+                             f"re-run the later stages", name="--out")
+    architecture = json.loads(json.dumps(config["architecture"]))
+    architecture["latent_scale"] = states["autoencoder"]["latent_scale"]
+    architecture["family"] = "demist-ldm"
+    networks = build_networks(architecture, len(recipe.inputs), len(recipe.targets))
+    modules = {"autoencoder_inputs": networks.autoencoder_inputs, "autoencoder_target": networks.autoencoder_target,
+               "unet": networks.denoiser.backbone, "controlnet": networks.denoiser.controlnet,
+               "tokens": networks.denoiser.token_encoder, "lora": networks.denoiser.lora}
+    for stage in STAGES:
+        for stem in STAGE_STEMS[stage]:
+            modules[stem].load_state_dict(load_weights(run_dir / stage / "final" / f"{stem}.safetensors"))
+    state_dicts = networks.state_dicts()
+    spacing = float(config["spacing"])
+    fields = {
+        "id": model_id or task.model_id, "version": version, "task": task_id, "title": task.title,
+        "description": f"{task.description} Conditional 3D latent diffusion (frozen backbone + ControlNet + "
+                       "cross-attention tokens + LoRA) trained on CPU on phantoms.",
+        "inputs": list(recipe.inputs), "outputs": list(recipe.targets),
+        "spacing": [spacing] * 3, "multiple": int(config["multiple"]),
+        "normalisation": {"inputs": {"method": "percentile", "low": 1.0, "high": 99.0},
+                          "outputs": {name: {"scale": scale, "offset": 0.0}
+                                      for name, (_, scale) in recipe.targets.items()}},
+        "architecture": architecture, "licence": "Apache-2.0",
+    }
+    model = SynthesisModel(fields, state_dicts, device="cpu")
+    seeds = list(range(HELDOUT_FIRST_SEED, HELDOUT_FIRST_SEED + heldout))
+    fields["metrics"] = heldout_metrics(model, task_id, spacing, seeds) if heldout > 0 else {}
+    stages = {stage: {k: states[stage].get(k) for k in ("steps", "duration_s", "sec_per_step", "command")}
+              for stage in STAGES}
+    for stage in STAGES:
+        history = states[stage].get("history") or []
+        if history:
+            stages[stage]["loss_first"] = history[0]["total"]
+            stages[stage]["loss_last"] = history[-1]["total"]
+    fields["training"] = {
+        "data": f"{config['data']} ({config['subjects']} subjects, pathologies {list(recipe.pathologies)}, "
+                f"randomised acquisition, {config['crop']} crops at {spacing:g} mm)",
+        "command": " && ".join([s["command"] for s in stages.values() if s.get("command")] + ([command] if command
+                                                                                               else [])),
+        "duration_s": float(sum(s["duration_s"] or 0 for s in stages.values())),
+        "hardware": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+                    f"{torch.get_num_threads()} threads",
+        "seeds": {"training_seed": config["seed"], "heldout": seeds,
+                  "training": training_seeds(config["seed"], int(config["subjects"]))
+                  if config["data"] == "phantom" else []},
+        "subjects": int(config["subjects"]),
+        "stages": stages, "trainable": states["control"].get("trainable"),
+        **(extra_training or {}),
+    }
+    return write_model(folder, fields, state_dicts)
