@@ -55,6 +55,7 @@ def _tile(image: np.ndarray, window: tuple[float, float], colormap: str, outline
     low, high = window
     scaled = np.clip((image - low) / max(high - low, 1e-12), 0, 1)
     rgb = _lut(colormap)[(scaled * 255).astype(np.uint8)]
+    rgb[image == 0] = 0  # background (outside the brain or the field of view) stays black in every colour map
     if outline is not None:
         edge = outline & ~ndimage.binary_erosion(outline)
         rgb[edge] = (0, 255, 255)
