@@ -22,8 +22,12 @@ TINY_ARCHITECTURE = {
 }
 
 
-def write_tiny_model(home: Path, spacing: float = 2.0, multiple: int = 4, seed: int = 0) -> Path:
-    """Write a randomly initialised myelin-psr model into ``home/models/myelin-psr``; returns ``home``."""
+def write_tiny_model(home: Path, spacing: float = 2.0, multiple: int = 4, seed: int = 0,
+                     training_seeds: tuple[int, ...] = (0,)) -> Path:
+    """Write a randomly initialised myelin-psr model into ``home/models/myelin-psr``; returns ``home``.
+
+    ``training_seeds`` go into the card, where the evaluation harness reads which phantoms it may not use.
+    """
     import torch
 
     from MRISynthesisLib.engine.model import build_networks
@@ -39,10 +43,21 @@ def write_tiny_model(home: Path, spacing: float = 2.0, multiple: int = 4, seed: 
                           "outputs": {"psr": {"scale": 0.25, "offset": 0.0}}},
         "architecture": TINY_ARCHITECTURE, "licence": "Apache-2.0",
         "training": {"data": "none", "command": "Testing/conftest.py", "duration_s": 0.0, "hardware": "cpu",
-                     "seeds": [seed]},
+                     "seeds": list(training_seeds)},
         "metrics": {},
     }, networks.state_dicts())
     return home
+
+
+@pytest.fixture(scope="session", autouse=True)
+def single_torch_thread():
+    """Tiny convolutions run much faster on one thread than two on a shared 2-core machine (no spin-waiting)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

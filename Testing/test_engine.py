@@ -55,15 +55,6 @@ def trained_networks(seed: int = 0):
     return networks
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny convolutions are much faster on one thread (no spin-waiting on a shared 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model():
     networks = trained_networks()

@@ -9,36 +9,18 @@ import pytest
 from MRISynthesisLib.errors import InputError
 from MRISynthesisLib.evaluation.baselines import LinearBaseline
 
-TINY = {
-    "autoencoder_inputs": {"channels": [8, 8], "latent_channels": 2, "num_res_blocks": 1, "norm_num_groups": 4},
-    "autoencoder_target": {"channels": [8, 8], "latent_channels": 2, "num_res_blocks": 1, "norm_num_groups": 4},
-    "unet": {"channels": [8, 8], "attention_levels": [False, True], "num_res_blocks": 1, "num_head_channels": 8,
-             "norm_num_groups": 4, "cross_attention_dim": 8},
-    "controlnet": {"embedding_channels": 8}, "tokens": {"grid": [2, 2, 2], "hidden": 8}, "lora": {"rank": 2},
-    "schedule": {"num_train_timesteps": 100},
-}
+from conftest import write_tiny_model
+
 SPACING = 6.0
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    """A model home with a tiny diffusion model (engine networks + write_model) and a tiny UNet baseline trained
-    for two steps by the real training command."""
-    import torch
-
-    from MRISynthesisLib.engine.model import build_networks
+    """A model home with a tiny diffusion model (conftest) and a tiny UNet baseline trained for two steps by the
+    real training command."""
     from MRISynthesisLib.evaluation import train_baseline
-    from MRISynthesisLib.models.export import write_model
 
-    root = tmp_path_factory.mktemp("home")
-    torch.manual_seed(0)
-    networks = build_networks(TINY, 2, 1)
-    card = {"id": "myelin-psr", "version": "0.0.1", "task": "myelin-psr", "title": "tiny test model",
-            "inputs": ["t1w", "flair"], "outputs": ["psr"], "spacing": [SPACING] * 3, "multiple": 4,
-            "normalisation": {"inputs": {"method": "percentile", "low": 1.0, "high": 99.0},
-                              "outputs": {"psr": {"scale": 0.25, "offset": 0.0}}},
-            "architecture": TINY, "licence": "Apache-2.0", "training": {"seeds": [0, 1, 2]}}
-    write_model(root / "models" / "myelin-psr", card, networks.state_dicts())
+    root = write_tiny_model(tmp_path_factory.mktemp("home"), spacing=SPACING, training_seeds=(0, 1, 2))
     assert train_baseline.main(["--task", "myelin-psr", "--out", str(root / "models" / "myelin-psr-unet-baseline"),
                                 "--subjects", "1", "--spacing", str(SPACING), "--crop", "32", "--batch", "1",
                                 "--steps", "2", "--parameters", "1000"]) == 0

@@ -28,14 +28,6 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(out, stage: str, **changes) -> TrainConfig:
     config = TrainConfig(task="myelin-psr", stage=stage, out=str(out), steps=12, batch=2, spacing=6.0,
                          crop=[16, 16, 16], multiple=4, subjects=2, seed=0, lr=3e-3, ema_decay=0.0,
