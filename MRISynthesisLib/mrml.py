@@ -17,21 +17,12 @@ import slicer
 import vtk
 from vtkmodules.util import numpy_support
 
+from . import colormaps
 from .errors import InputError
 from .volume import Volume
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
-# Perceptual colour maps (matplotlib's inferno / viridis sampled at 9 points). Full Slicer ships them as
-# colour files named "Inferno"/"Viridis"; the slicer-core wheel does not, so they are built when missing.
-PERCEPTUAL_ANCHORS = {
-    "Inferno": [(0.001, 0.0, 0.014), (0.129, 0.047, 0.291), (0.342, 0.062, 0.429), (0.541, 0.135, 0.415),
-                (0.736, 0.216, 0.33), (0.894, 0.353, 0.194), (0.978, 0.558, 0.035), (0.975, 0.798, 0.206),
-                (0.988, 0.998, 0.645)],
-    "Viridis": [(0.267, 0.005, 0.329), (0.279, 0.175, 0.483), (0.23, 0.322, 0.546), (0.173, 0.449, 0.558),
-                (0.128, 0.567, 0.551), (0.158, 0.684, 0.502), (0.369, 0.789, 0.383), (0.678, 0.864, 0.19),
-                (0.993, 0.906, 0.144)],
-}
 UNCERTAINTY_COLORMAP = "Viridis"
 
 # Outline colours chosen to stand out on Inferno and grey backgrounds.
@@ -127,17 +118,15 @@ def color_node_id(scene, name: str) -> str:
     nodes = scene.GetNodesByClassByName("vtkMRMLColorNode", name)
     if nodes.GetNumberOfItems() > 0:
         return nodes.GetItemAsObject(0).GetID()
-    if name not in PERCEPTUAL_ANCHORS:
+    # Full Slicer ships "Inferno"/"Viridis" colour nodes; the slicer-core wheel does not, so build them.
+    if name not in colormaps.ANCHORS or name == "Grey":
         return "vtkMRMLColorTableNodeGrey"
-    anchors = np.asarray(PERCEPTUAL_ANCHORS[name])
-    positions = np.linspace(0.0, 1.0, len(anchors))
     node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
     node.SetTypeToUser()
     node.SetNumberOfColors(256)
     node.SetNamesInitialised(True)
-    for index, t in enumerate(np.linspace(0.0, 1.0, 256)):
-        rgb = [float(np.interp(t, positions, anchors[:, channel])) for channel in range(3)]
-        node.SetColor(index, f"{name}{index}", *rgb, 1.0)
+    for index, rgb in enumerate(colormaps.lookup_table(name, 256)):
+        node.SetColor(index, f"{name}{index}", *(float(c) for c in rgb), 1.0)
     node.SetAttribute("Category", "Continuous")
     return node.GetID()
 

@@ -18,22 +18,10 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from .atomic import atomic_write_bytes
+from .colormaps import lookup_table
 from .volume import Volume
 
-# Anchor colours of perceptual colour maps (sampled at 0, .25, .5, .75, 1).
-COLORMAPS = {
-    "Inferno": [(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (252, 255, 164)],
-    "Viridis": [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)],
-    "Grey": [(0, 0, 0), (255, 255, 255)],
-}
 TILE = 160  # pixels per view
-
-
-def _lut(name: str) -> np.ndarray:
-    anchors = np.array(COLORMAPS.get(name, COLORMAPS["Grey"]), float)
-    positions = np.linspace(0, 1, len(anchors))
-    ramp = np.linspace(0, 1, 256)
-    return np.stack([np.interp(ramp, positions, anchors[:, c]) for c in range(3)], 1).astype(np.uint8)
 
 
 def _to_ras(volume: Volume) -> np.ndarray:
@@ -54,7 +42,7 @@ def _views(array: np.ndarray, centre: tuple[int, int, int]) -> list[np.ndarray]:
 def _tile(image: np.ndarray, window: tuple[float, float], colormap: str, outline: np.ndarray | None) -> Image.Image:
     low, high = window
     scaled = np.clip((image - low) / max(high - low, 1e-12), 0, 1)
-    rgb = _lut(colormap)[(scaled * 255).astype(np.uint8)]
+    rgb = (lookup_table(colormap) * 255).round().astype(np.uint8)[(scaled * 255).astype(np.uint8)]
     rgb[image == 0] = 0  # background (outside the brain or the field of view) stays black in every colour map
     if outline is not None:
         edge = outline & ~ndimage.binary_erosion(outline)
