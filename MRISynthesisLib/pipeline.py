@@ -97,6 +97,8 @@ def _output_names(task: Task, given: list[str], request: SynthesisRequest, has_l
     suffix = "." + request.output_format
     names = []
     for output in task.outputs:
+        if task.any_subset and output.name in given:
+            continue  # a contrast that was given is not synthesized, so its file is never written
         names.append(output.name + suffix)
         if request.samples > 1:
             names.append(f"{output.name}_uncertainty{suffix}")
@@ -161,6 +163,9 @@ def synthesize(request: SynthesisRequest, progress: Progress | None = None,
 
     registry = ModelRegistry(request.model_home)
     card = registry.card(task.model_id)  # ModelNotInstalledError names the install command
+    from .engine.model import resolve_device  # torch is imported only once the inputs are known to be good
+
+    device = resolve_device(request.device)  # an unusable --device is refused before any heavy work
     spacing = tuple(float(s) for s in card.spacing)
     extent_mm = np.asarray(reference.shape[::-1]) * np.asarray(reference.spacing)
     model_voxels = int(np.prod(np.ceil(extent_mm / np.asarray(spacing)))) * (len(card.inputs) + len(card.outputs))
@@ -183,7 +188,7 @@ def synthesize(request: SynthesisRequest, progress: Progress | None = None,
 
     from .engine.model import SynthesisModel
 
-    model = SynthesisModel.from_registry(registry, task.model_id, device=request.device)
+    model = SynthesisModel.from_registry(registry, task.model_id, device=device)
     mean, std = model.predict(torch.from_numpy(network_inputs)[None], steps=request.steps, samples=request.samples,
                               seed=request.seed, sampler=request.sampler,
                               progress=lambda step, total: checkpoint("sample", step, total), cancel=cancel)

@@ -1,4 +1,4 @@
 #!/usr/bin/env bash
-# Set up ./.venv with the test extras and run the whole test suite (about 10 minutes on 2 CPU cores).
+# Set up ./.venv with the test extras and run the whole test suite (about 3 minutes on 2 CPU cores).
 source "$(dirname "$0")/env.sh"
 exec python -m pytest Testing "$@"
