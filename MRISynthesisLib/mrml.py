@@ -9,7 +9,6 @@ with IJK in (i, j, k) = (x, y, z) index order and arrays in (k, j, i) = (z, y, x
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +18,8 @@ from vtkmodules.util import numpy_support
 
 from . import colormaps
 from .errors import InputError
+from .mrml_transaction import SceneTransaction, hierarchy_items, scene_node_ids  # noqa: F401 (re-exported)
+from .terminology import lesion_terminology
 from .volume import Volume
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -28,12 +29,6 @@ UNCERTAINTY_COLORMAP = "Viridis"
 # Outline colours chosen to stand out on Inferno and grey backgrounds.
 LESION_COLORS = [(0.0, 0.9, 1.0), (0.3, 1.0, 0.3), (1.0, 0.3, 1.0), (0.3, 0.5, 1.0), (1.0, 1.0, 1.0),
                  (0.6, 1.0, 0.9)]
-
-# DICOM/SNOMED codes as used by Slicer's "General Anatomy list" terminology.
-_TERMINOLOGY_TYPES = {"infarct": "SCT^55641003^Infarct"}
-_TERMINOLOGY_DEFAULT_TYPE = "SCT^52988006^Lesion"
-_TERMINOLOGY = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^49755003^Morphologically "
-                "Altered Structure~{type}~^^~Anatomic codes - DICOM master list~SCT^12738006^Brain~^^")
 
 ROLE_ATTRIBUTE = "MRISynthesis.Role"  # node attribute: output / uncertainty / lesions / statistics
 
@@ -158,13 +153,6 @@ def place_next_to(scene, node, reference_node) -> None:
 
 
 # ------------------------------------------------------------------------------------------- lesions
-def lesion_terminology(segment_name: str) -> str:
-    """Slicer terminology entry string for a lesion segment (infarct or generic lesion, in the brain)."""
-    kind = next((code for key, code in _TERMINOLOGY_TYPES.items() if key in segment_name.lower()),
-                _TERMINOLOGY_DEFAULT_TYPE)
-    return _TERMINOLOGY.format(type=kind)
-
-
 def add_lesion_segmentation(scene, lesions: Volume, reference_node, name: str, segment_name: str = "Lesion"):
     """Segmentation node with one segment per lesion label (named, coloured, with terminology), shown as outlines.
 
@@ -258,59 +246,6 @@ def show_in_slice_views(scene, background=None, foreground=None, segmentation=No
     if segmentation is not None and segmentation.GetDisplayNode() is not None:
         segmentation.GetDisplayNode().SetVisibility(True)
     return composites.GetNumberOfItems()
-
-
-# ----------------------------------------------------------------------------------------- transaction
-def _hierarchy_items(scene) -> set[int]:
-    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-    if hierarchy is None:
-        return set()
-    items = vtk.vtkIdList()
-    hierarchy.GetItemChildren(hierarchy.GetSceneItemID(), items, True)
-    return {items.GetId(index) for index in range(items.GetNumberOfIds())}
-
-
-def scene_node_ids(scene) -> list[str]:
-    """IDs of all nodes in the scene, in scene order."""
-    return [scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes())]
-
-
-class SceneTransaction(contextlib.AbstractContextManager):
-    """Create everything or nothing: on an exception, nodes and subject-hierarchy items added inside the
-    ``with`` block are removed and registered undo callbacks (for modified existing nodes) run in reverse."""
-
-    def __init__(self, scene):
-        self.scene = scene
-        self._undo: list = []
-
-    def __enter__(self) -> "SceneTransaction":
-        self._nodes_before = set(scene_node_ids(self.scene))
-        self._items_before = _hierarchy_items(self.scene)
-        return self
-
-    def on_rollback(self, callback) -> None:
-        """Register ``callback()`` to undo a change of an existing node."""
-        self._undo.append(callback)
-
-    def rollback(self) -> None:
-        for callback in reversed(self._undo):
-            with contextlib.suppress(Exception):
-                callback()
-        hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(self.scene)
-        new_items = _hierarchy_items(self.scene) - self._items_before
-        if hierarchy is not None:
-            for item in sorted(new_items, reverse=True):
-                hierarchy.RemoveItem(item, False, False)
-        for node_id in reversed(scene_node_ids(self.scene)):
-            if node_id not in self._nodes_before:
-                node = self.scene.GetNodeByID(node_id)
-                if node is not None:
-                    self.scene.RemoveNode(node)
-
-    def __exit__(self, exc_type, exc, traceback) -> bool:
-        if exc_type is not None:
-            self.rollback()
-        return False
 
 
 # ------------------------------------------------------------------------------------- result import

@@ -16,9 +16,15 @@ Request JSON: ``{"task": id, "inputs": {name: path}, "output_dir": path, "refere
 "mask": path|null, "lesions": path|null, "options": {"device", "steps", "samples", "seed", "sampler",
 "output_format"}}``.
 
-Parent side: ``WorkerProcess`` starts the worker (plain ``subprocess`` + reader threads, no Qt), hands out
-parsed messages with ``poll()``, and ``cancel()`` kills the whole process tree (``psutil``) and removes the
-run's work folder. The Slicer module polls it from a ``qt.QTimer``; tests drive it directly.
+Device query: ``python -m MRISynthesisLib.worker --devices`` prints one line
+``{"stage": "devices", "devices": [{"id": "cpu", "label": "CPU"}, {"id": "cuda:0", ...}]}``, so a GUI lists
+GPUs without importing torch (or holding a CUDA context) in its own process.
+
+Parent side: ``WorkerProcess`` starts the worker through a *launcher* (``launch(args, env_updates)`` returning
+a ``Popen``-like object; the default is ``subprocess`` without a console window on Windows, the Slicer module
+passes ``slicer.util.launchConsoleProcess``), reads its lines on threads (no Qt), hands out parsed messages
+with ``poll()``, and ``cancel()`` kills the whole process tree (``psutil``) and removes the run's work folder.
+The Slicer module polls it from a ``qt.QTimer``; tests drive it directly.
 """
 
 from __future__ import annotations
@@ -160,10 +166,33 @@ def run(request_path: str | os.PathLike, stdout=None) -> int:
             signal.signal(sig, handler)
 
 
+def list_devices() -> list[dict]:
+    """Devices a synthesis can run on: CPU, each CUDA GPU (name, free/total memory), Apple MPS when usable."""
+    devices = [{"id": "cpu", "label": "CPU"}]
+    try:
+        import torch
+    except ImportError:
+        return devices
+    try:
+        for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+            free, total = torch.cuda.mem_get_info(index)
+            devices.append({"id": f"cuda:{index}", "label": f"cuda:{index} {torch.cuda.get_device_name(index)}",
+                            "free_gb": round(free / 2**30, 1), "total_gb": round(total / 2**30, 1)})
+    except Exception as error:  # a broken driver still leaves the CPU usable; say why GPUs are missing
+        print(f"CUDA query failed: {error}", file=sys.stderr)
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append({"id": "mps", "label": "Apple GPU (MPS)"})
+    return devices
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--devices"]:
+        print(json.dumps({"stage": "devices", "devices": list_devices()}), flush=True)
+        return EXIT_OK
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        print("usage: python -m MRISynthesisLib.worker REQUEST.json", file=sys.stderr)
+        print("usage: python -m MRISynthesisLib.worker REQUEST.json | --devices", file=sys.stderr)
         return EXIT_BAD_INPUT
     return run(argv[0])
 
@@ -185,6 +214,26 @@ def package_root() -> str:
     return str(Path(__file__).resolve().parent.parent)
 
 
+def worker_pythonpath(extra: str | None = None) -> str:
+    """PYTHONPATH for a worker: this package's folder first, then what the parent already had."""
+    return os.pathsep.join(filter(None, [package_root(), extra, os.environ.get("PYTHONPATH")]))
+
+
+def query_devices(python: str | list[str] | None = None, launcher=None, timeout: float = 120.0) -> list[dict]:
+    """Run ``worker --devices`` in a child process and return its device list (blocking; call off the GUI
+    thread or from a timer). Raises ``RuntimeError`` with the child's output when it fails."""
+    command = [python or sys.executable] if isinstance(python, (str, type(None))) else list(python)
+    process = (launcher or launch_subprocess)([*command, "-m", "MRISynthesisLib.worker", "--devices"],
+                                              {"PYTHONPATH": worker_pythonpath()})
+    output, errors = process.communicate(timeout=timeout)
+    for line in (output or "").splitlines():
+        if line.startswith("{"):
+            message = json.loads(line)
+            if message.get("stage") == "devices":
+                return message["devices"]
+    raise RuntimeError(f"device query failed (exit code {process.returncode}): {(errors or output or '').strip()[-300:]}")
+
+
 def _wait_gone(processes, timeout: float) -> list:
     """Wait until every process has exited (a zombie counts as exited: orphans may wait long for a reaper)."""
     import psutil
@@ -203,12 +252,22 @@ def _wait_gone(processes, timeout: float) -> list:
     return remaining
 
 
+def launch_subprocess(args: list[str], env_updates: dict):
+    """Default launcher: stdout and stderr piped, and no console window on Windows (a GUI starts this)."""
+    flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # 0 on other systems
+    return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, **env_updates}, text=True, bufsize=1, encoding="utf-8",
+                            errors="replace", creationflags=flags)
+
+
 class WorkerProcess:
     """One worker run driven from a GUI or a test.
 
     Args:
         request: the request dict without ``output_dir`` (the run's own work folder provides it).
         python: the interpreter command, a path (``PythonSlicer``) or a list (a launcher prefix).
+        launcher: ``launch(args, env_updates) -> Popen``; stdout must be text lines, stderr may be merged
+            into it (``stderr`` None), as ``slicer.util.launchConsoleProcess`` does.
         temp_root: where the work folder (request, outputs, the worker's TMPDIR) is created.
         env: extra environment variables for the worker.
         log_lines: how many non-protocol lines (stderr, stray stdout) to keep.
@@ -216,8 +275,10 @@ class WorkerProcess:
     """
 
     def __init__(self, request: dict, python: str | list[str] | None = None, temp_root: str | None = None,
-                 env: dict | None = None, log_lines: int = 2000, cleanup_paths: list | None = None):
+                 env: dict | None = None, log_lines: int = 2000, cleanup_paths: list | None = None,
+                 launcher=None):
         self.request = dict(request)
+        self.launcher = launcher or launch_subprocess
         self.python = [python or sys.executable] if isinstance(python, (str, type(None))) else list(python)
         self.temp_root = temp_root
         self.extra_env = dict(env or {})
@@ -236,14 +297,13 @@ class WorkerProcess:
         self.request["output_dir"] = str(self.work_dir / "outputs")
         request_path = self.work_dir / "request.json"
         request_path.write_text(json.dumps(self.request, indent=2), encoding="utf-8")
-        env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1", "TMPDIR": str(self.work_dir / "tmp"),
+        env = {**self.extra_env, "PYTHONUNBUFFERED": "1", "TMPDIR": str(self.work_dir / "tmp"),
                "TEMP": str(self.work_dir / "tmp"), "TMP": str(self.work_dir / "tmp")}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root(), env.get("PYTHONPATH")]))
-        self.process = subprocess.Popen(
-            [*self.python, "-m", "MRISynthesisLib.worker", str(request_path)], stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, env=env,
-            encoding="utf-8", errors="replace")
+        env["PYTHONPATH"] = worker_pythonpath(self.extra_env.get("PYTHONPATH"))
+        self.process = self.launcher([*self.python, "-m", "MRISynthesisLib.worker", str(request_path)], env)
         for stream, parse in ((self.process.stdout, True), (self.process.stderr, False)):
+            if stream is None:  # stderr merged into stdout by the launcher
+                continue
             thread = threading.Thread(target=self._read, args=(stream, parse), daemon=True)
             thread.start()
             self._threads.append(thread)

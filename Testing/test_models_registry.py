@@ -215,6 +215,28 @@ def test_fake_safetensors_with_matching_hash_is_refused(tmp_path, home):
         registry(home, tmp_path).install(folder)
 
 
+def _raw_safetensors(header: dict, data: bytes) -> bytes:
+    encoded = json.dumps(header).encode()
+    return len(encoded).to_bytes(8, "little") + encoded + data
+
+
+@pytest.mark.parametrize("content, reason", [
+    # a header claiming 4 float32 values (16 bytes) over 8 bytes of data: structurally plausible, not loadable
+    (_raw_safetensors({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}, b"\x00" * 8), "invalid"),
+    (_raw_safetensors({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 16]}}, b"\x00" * 8), "invalid"),
+    (b"\x00" * 100, "header"),
+], ids=["16-bytes-claimed-over-8", "range-past-end-of-file", "zeros"])
+def test_weights_that_safetensors_cannot_load_are_refused(tmp_path, home, content, reason):
+    folder = publish(tmp_path).folder
+    (folder / "diffusion.safetensors").write_bytes(content)
+    data = json.loads((folder / "card.json").read_text())
+    data["files"][1].update(sha256=hashlib.sha256(content).hexdigest(), size=len(content))
+    (folder / "card.json").write_text(json.dumps(data))
+    with pytest.raises(InputError, match=f"not a safetensors file .*{reason}"):
+        registry(home, tmp_path).install(folder)
+    assert not (home / "models" / "test-psr").exists()
+
+
 def test_install_from_local_folder_and_card_path(tmp_path, home):
     folder = publish(tmp_path).folder
     reg = registry(home, tmp_path)

@@ -82,7 +82,7 @@ def add_reference(scene, volume: Volume, name="sub01 FLAIR"):
 
 
 def snapshot(scene):
-    return mrml.scene_node_ids(scene), sorted(mrml._hierarchy_items(scene))
+    return mrml.scene_node_ids(scene), sorted(mrml.hierarchy_items(scene))
 
 
 def test_geometry_matches_simpleitk_oblique_anisotropic(scene):
@@ -147,7 +147,8 @@ def test_import_result_creates_named_displayed_placed_nodes(scene):
     assert segmentation.GetNumberOfSegments() == 2
     segments = {segmentation.GetNthSegment(i).GetName(): segmentation.GetNthSegment(i) for i in range(2)}
     assert set(segments) == {"MS lesion 1", "MS lesion 2"}
-    assert "52988006^Lesion" in segments["MS lesion 1"].GetTerminology()
+    assert segments["MS lesion 1"].GetTerminology() == mrml.lesion_terminology("MS lesion")
+    assert_in_slicer_terminology_lists(segments["MS lesion 1"].GetTerminology())
     assert segments["MS lesion 1"].GetColor() != segments["MS lesion 2"].GetColor()
     assert nodes.segmentation.GetDisplayNode().GetVisibility2DOutline()
     assert not nodes.segmentation.GetDisplayNode().GetVisibility2DFill()
@@ -246,3 +247,44 @@ def test_slice_views_composed_only_when_views_exist(scene):
     assert composite.GetBackgroundVolumeID() == nodes.outputs["psr"].GetID()
     assert composite.GetForegroundVolumeID() == reference_node.GetID()
     assert composite.GetForegroundOpacity() == pytest.approx(0.3)
+
+
+# ------------------------------------------------------------------------------------------ terminology
+# Entries that exist in 3D Slicer's terminology lists (Modules/Loadable/Terminologies/Resources of
+# Slicer/Slicer, read for this test): context -> category code -> type codes; anatomic context -> regions.
+SLICER_TERMINOLOGY = {
+    "Segmentation category and type - 3D Slicer General Anatomy list": {   # ...-SlicerGeneralAnatomy.json
+        "SCT^49755003": {"SCT^75753009", "SCT^367643001", "SCT^79654002", "SCT^55584005", "SCT^50960005",
+                         "SCT^4147007", "SCT^6574001"},  # clot, cyst, edema, embolus, hemorrhage, mass, necrosis
+    },
+    "Segmentation category and type - DICOM master list": {               # ...-DICOM-Master.json
+        "SCT^49755003": {"SCT^4147007", "SCT^27925004", "SCT^367643001", "SCT^75753009", "SCT^55584005",
+                         "SCT^79654002", "SCT^50960005", "SCT^23583003", "SCT^44132006", "SCT^6574001",
+                         "SCT^86049000", "SCT^14799000", "SCT^108369006"},
+    },
+}
+SLICER_ANATOMY = {"Anatomic codes - DICOM master list": {"SCT^68523003", "SCT^21483005", "SCT^40146001"}}
+
+
+def assert_in_slicer_terminology_lists(entry: str) -> None:
+    context, category, kind, _modifier, anatomic_context, region, _region_modifier = entry.split("~")
+    code = lambda text: "^".join(text.split("^")[:2])  # noqa: E731 (scheme^value, the meaning is free text)
+    assert kind and code(kind) in SLICER_TERMINOLOGY[context][code(category)], entry
+    if code(region) != "^":
+        assert code(region) in SLICER_ANATOMY[anatomic_context], entry
+
+
+@pytest.mark.parametrize("segment_name", ["MS lesion", "Infarct core", "FLAIR hyperintensity", "Lesion"])
+def test_lesion_terminology_uses_entries_that_exist_in_slicer(segment_name):
+    entry = mrml.lesion_terminology(segment_name)
+    assert_in_slicer_terminology_lists(entry)
+    assert len(entry.split("~")) == 7  # context~category~type~modifier~anatomic context~region~modifier
+
+
+def test_each_task_lesion_gets_a_distinct_fitting_type():
+    from MRISynthesisLib.tasks import TASKS
+
+    kinds = {task.lesion_rule.segment_name: mrml.lesion_terminology(task.lesion_rule.segment_name).split("~")[2]
+             for task in TASKS.values() if task.lesion_rule}
+    assert kinds["Infarct core"].endswith("Necrosis") and kinds["MS lesion"].endswith("Inflammation")
+

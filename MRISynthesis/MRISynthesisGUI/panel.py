@@ -1,11 +1,14 @@
-"""The module panel's behaviour: task-dependent selectors, Apply <-> Cancel, progress, log, models panel.
+"""The module panel's behaviour: task-dependent selectors, Apply <-> Cancel, progress, log, devices, models.
 
-Kept out of ``MRISynthesis.py`` so the module file stays thin; the scene work itself is in
-``MRISynthesisLib.mrml`` and the background run in ``MRISynthesisLib.worker``.
+Reacts to the parameter node, never to the task combo box directly: Qt calls slots in connection order, so a
+slot on ``currentIndexChanged`` would run before the parameter node has the new task. The scene work is in
+``MRISynthesisLib.mrml``, the run in a worker process (``MRISynthesisLib.worker``) started by the logic.
 """
 
 from __future__ import annotations
 
+import collections
+import logging
 import time
 
 import qt
@@ -14,10 +17,13 @@ from slicer.i18n import tr as _
 
 from MRISynthesisLib.tasks import QUALITY_STEPS, get_task
 
-from .parameters import INPUT_SLOTS, OUTPUT_SLOTS
+from .parameters import INPUT_SLOTS, OUTPUT_SLOTS, QualityPreset, TaskChoice, quality_tooltip
 
 LOG_LINES = 1000  # the log keeps the last lines only
+DETAIL_LINES = 50  # worker lines shown under "Show details" of an error
 POLL_MS = 200
+SETTINGS = "MRISynthesis/"  # qt.QSettings keys: task, quality, device
+logger = logging.getLogger("MRISynthesis")
 
 
 def format_eta(seconds) -> str:
@@ -32,23 +38,56 @@ class SynthesisPanel:
     """Wires the widgets of ``MRISynthesis.ui`` to a parameter node and a ``MRISynthesisLogic``."""
 
     def __init__(self, ui, logic, parameterNodeGetter):
-        self.ui = ui
-        self.logic = logic
-        self.parameters = parameterNodeGetter
-        self.process = None
-        self.runContext = None
-        self.started = 0.0
+        self.ui, self.logic, self.parameters = ui, logic, parameterNodeGetter
+        self.process, self.runContext, self.started = None, None, 0.0
+        self.recentLog = collections.deque(maxlen=DETAIL_LINES)
+        self.deviceQuery, self.lastTask, self.resultsFolder = None, None, None
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_MS)
         self.timer.connect("timeout()", self.poll)
         ui.logText.setMaximumBlockCount(LOG_LINES)
+        ui.qualityComboBox.toolTip = quality_tooltip()
         ui.applyButton.connect("clicked(bool)", self.onApplyOrCancel)
-        ui.taskComboBox.connect("currentIndexChanged(int)", lambda _index: self.onTaskChanged())
-        ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
         ui.installModelButton.connect("clicked(bool)", self.onInstallModel)
         ui.openCacheButton.connect("clicked(bool)", self.onOpenCache)
         ui.clearCacheButton.connect("clicked(bool)", self.onClearCache)
-        self.fillDevices()
+        ui.showResultsButton.connect("clicked(bool)", self.onShowResults)
+        ui.showResultsButton.enabled = False
+        # Fill before connecting: the first addItem emits currentIndexChanged(0) (no parameter node yet).
+        ui.deviceComboBox.clear()
+        ui.deviceComboBox.addItem(_("auto (GPU if available)"), "auto")
+        ui.deviceComboBox.addItem(_("CPU"), "cpu")
+        ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
+        # GPUs are listed by a worker process, only when the user opens the Advanced section.
+        ui.advancedCollapsibleButton.connect("contentsCollapsed(bool)", self.onAdvancedCollapsed)
+        self.deviceTimer = qt.QTimer()
+        self.deviceTimer.setInterval(POLL_MS)
+        self.deviceTimer.connect("timeout()", self.pollDevices)
+
+    # -------------------------------------------------------------------------------- parameter node
+    def restoreSettings(self, parameters) -> None:
+        """Last task, quality and device from ``qt.QSettings`` (called for a new parameter node)."""
+        settings = qt.QSettings()
+        task, quality = settings.value(SETTINGS + "task"), settings.value(SETTINGS + "quality")
+        if task in {choice.value for choice in TaskChoice}:
+            parameters.task = TaskChoice(task)
+        if quality in {preset.value for preset in QualityPreset}:
+            parameters.quality = QualityPreset(quality)
+        parameters.device = settings.value(SETTINGS + "device") or "auto"
+
+    def onParameterNodeChanged(self) -> None:
+        parameters = self.parameters()
+        if parameters is None:
+            return
+        if parameters.task != self.lastTask:
+            self.lastTask = parameters.task
+            self.onTaskChanged()
+        self.selectDevice(parameters.device)
+        settings = qt.QSettings()
+        settings.setValue(SETTINGS + "task", parameters.task.value)
+        settings.setValue(SETTINGS + "quality", parameters.quality.value)
+        settings.setValue(SETTINGS + "device", parameters.device)
+        self.updateApply()
 
     # ------------------------------------------------------------------------------------- selectors
     def task(self):
@@ -77,7 +116,6 @@ class SynthesisPanel:
                 selector.toolTip = task.outputs[slot].description
         self.ui.taskDescriptionLabel.setText(task.description)
         self.autoAssign()
-        self.updateApply()
         self.updateModels()
 
     def autoAssign(self) -> None:
@@ -105,9 +143,7 @@ class SynthesisPanel:
         if task.any_subset and not given:
             return _("Select at least one input volume.")
         missing = [name for name in task.required_inputs if name not in given and not task.any_subset]
-        if missing:
-            return _("Select the {0} volume.").format(missing[0])
-        return ""
+        return _("Select the {0} volume.").format(missing[0]) if missing else ""
 
     def updateApply(self) -> None:
         if self.process is not None:
@@ -115,55 +151,68 @@ class SynthesisPanel:
             self.ui.applyButton.toolTip = _("Stop the synthesis; no node is created.")
             return
         reason = self.whyNotReady()
-        self.ui.applyButton.text = _("Apply")
-        self.ui.applyButton.enabled = not reason
+        self.ui.applyButton.text, self.ui.applyButton.enabled = _("Apply"), not reason
         self.ui.applyButton.toolTip = reason or _("Synthesize the output maps.")
 
-    # ----------------------------------------------------------------------------------------- devices
-    def fillDevices(self) -> None:
-        """auto / cpu / each CUDA GPU (queried only if torch is already importable: no install here)."""
+    # --------------------------------------------------------------------------------------- devices
+    def selectDevice(self, device: str) -> None:
         combo = self.ui.deviceComboBox
-        combo.clear()
-        combo.addItem(_("auto (GPU if available)"), "auto")
-        combo.addItem(_("CPU"), "cpu")
-        try:
-            import importlib.util
-            if importlib.util.find_spec("torch") is not None:
-                import torch
-                for index in range(torch.cuda.device_count()):
-                    free, total = torch.cuda.mem_get_info(index)
-                    combo.addItem(f"cuda:{index} {torch.cuda.get_device_name(index)} "
-                                  f"({free / 2**30:.1f}/{total / 2**30:.1f} GB free)", f"cuda:{index}")
-        except Exception as error:  # a broken CUDA install must not break the panel
-            self.log(_("GPU query failed: {0}").format(error))
+        index = combo.findData(device)
+        if index < 0:  # remembered from an earlier session, not listed yet
+            combo.addItem(_("{0} (not checked yet)").format(device), device)
+            index = combo.findData(device)
+        combo.setCurrentIndex(index)
 
     def onDeviceChanged(self, index: int) -> None:
-        self.parameters().device = self.ui.deviceComboBox.itemData(index) or "auto"
+        parameters = self.parameters()
+        if parameters is not None and index >= 0:
+            parameters.device = self.ui.deviceComboBox.itemData(index) or "auto"
 
-    # ------------------------------------------------------------------------------------------ running
+    def onAdvancedCollapsed(self, collapsed: bool) -> None:
+        if not collapsed and self.deviceQuery is None:
+            self.deviceQuery = self.logic.queryDevices()
+            self.deviceTimer.start()
+
+    def pollDevices(self) -> None:
+        query = self.deviceQuery
+        if query is None or not query.done:
+            return
+        self.deviceTimer.stop()
+        if query.error:
+            self.log(_("Could not list GPUs: {0}").format(query.error))
+            return
+        combo = self.ui.deviceComboBox
+        for device in query.devices:
+            label = device["label"] if "free_gb" not in device else \
+                _("{0} ({1}/{2} GB free)").format(device["label"], device["free_gb"], device["total_gb"])
+            index = combo.findData(device["id"])
+            if index < 0:
+                combo.addItem(label, device["id"])
+            else:  # e.g. a remembered "cuda:0 (not checked yet)"
+                combo.setItemText(index, label)
+
+    # ---------------------------------------------------------------------------------------- running
     def onApplyOrCancel(self) -> None:
         if self.process is not None:
             self.cancel()
             return
         parameters, task = self.parameters(), self.task()
         try:
-            with slicer.util.tryWithErrorDisplay(_("Could not install the dependencies."), waitCursor=True):
-                self.logic.ensureDependencies()
-        except Exception:
+            self.logic.ensureDependencies()  # asks before installing; pip_ensure shows its own progress
+        except Exception as error:
+            self.fail(_("Could not install the dependencies: {0}").format(error))
             return
         outputs = {spec.name: getattr(parameters, f"output{slot}") for slot, spec in enumerate(task.outputs[:OUTPUT_SLOTS])}
         options = {"device": parameters.device, "steps": QUALITY_STEPS[parameters.quality.value],
-                   "samples": parameters.samples,
-                   "seed": parameters.seed}
+                   "samples": parameters.samples, "seed": parameters.seed}
         try:
             self.process, self.runContext = self.logic.start(task.id, self.inputs(), parameters.mask,
-                                                             parameters.lesionSegmentation, options)
+                                                             parameters.lesionSegmentation, options, outputs)
         except Exception as error:
-            slicer.util.errorDisplay(str(error))
+            self.fail(_("Could not start the synthesis: {0}").format(error))
             return
-        self.runContext["outputs"] = outputs
-        self.started = time.monotonic()
-        self.ui.progressBar.value = 0
+        self.started, self.ui.progressBar.value = time.monotonic(), 0
+        self.recentLog.clear()
         self.ui.statusLabel.text = _("Starting...")
         self.log(_("Started {0} ({1} steps, {2} samples, device {3}).").format(
             task.id, options["steps"], options["samples"], options["device"]))
@@ -175,22 +224,27 @@ class SynthesisPanel:
         if process is None:
             return
         for message in process.poll():
-            stage = message.get("stage")
             if "overall" in message:
                 self.ui.progressBar.value = int(message["overall"])
-                self.ui.statusLabel.text = f"{stage} {message['step']}/{message['total']} " \
+                self.ui.statusLabel.text = f"{message['stage']} {message['step']}/{message['total']} " \
                                            f"({message['percent']:.0f}%) {format_eta(message.get('eta_s'))}"
-            elif stage in ("error", "cancelled", "done"):
-                self.log(message.get("message", stage))
+            elif message.get("stage") in ("error", "cancelled", "done"):
+                self.log(message.get("message", message["stage"]))
         while process.log:
-            self.log(process.log.popleft())
+            self.log(process.log.popleft(), worker=True)
         if process.running:
             return
         process.wait(5)
-        for message in process.poll():  # lines read after the process ended
+        self.poll_remaining(process)
+        self.finish()
+
+    def poll_remaining(self, process) -> None:
+        """Lines read after the process ended (the reader threads finish after the exit)."""
+        for message in process.poll():
             if message.get("stage") == "error":
                 self.log(message.get("message", ""))
-        self.finish()
+        while process.log:
+            self.log(process.log.popleft(), worker=True)
 
     def finish(self) -> None:
         self.timer.stop()
@@ -199,20 +253,19 @@ class SynthesisPanel:
         try:
             if final.get("stage") == "done":
                 nodes = self.logic.importResults(process, context)
+                self.resultsFolder = self.logic.keepResultFiles(process, context["task"])
+                self.ui.showResultsButton.enabled = self.resultsFolder is not None
                 self.ui.progressBar.value = 100
                 self.ui.statusLabel.text = _("Done in {0:.0f} s: {1} nodes created.").format(
                     time.monotonic() - self.started, len(nodes.all()))
-                slicer.util.resetSliceViews()
+                self.log(self.ui.statusLabel.text)
             elif final.get("stage") == "cancelled":
                 self.ui.statusLabel.text = _("Cancelled.")
             else:
-                message = final.get("message") or _("The synthesis stopped (exit code {0}); see the log.").format(
-                    process.returncode)
-                self.ui.statusLabel.text = _("Failed.")
-                slicer.util.errorDisplay(message, detailedText="\n".join(list(process.log)[-50:]))
+                self.fail(final.get("message") or _("The synthesis stopped (exit code {0}); see the log.").format(
+                    process.returncode))
         except Exception as error:
-            self.ui.statusLabel.text = _("Failed.")
-            slicer.util.errorDisplay(_("Could not create the result nodes: {0}").format(error))
+            self.fail(_("Could not create the result nodes: {0}").format(error))
         finally:
             process.cleanup()
             self.updateApply()
@@ -227,21 +280,28 @@ class SynthesisPanel:
         self.log(_("Cancelled by the user; no node was created."))
         self.updateApply()
 
-    def log(self, text: str) -> None:
-        self.ui.logText.appendPlainText(str(text))
+    def fail(self, message: str) -> None:
+        """One-line message in a dialog, the worker's last lines as its details, and in Slicer's log."""
+        self.ui.statusLabel.text = _("Failed.")
+        logger.error(message)
+        slicer.util.errorDisplay(message, detailedText="\n".join(self.recentLog) or None)
+
+    def log(self, text: str, worker: bool = False) -> None:
+        text = str(text)
+        self.ui.logText.appendPlainText(text)
+        self.recentLog.append(text)
+        logger.info(("worker: " if worker else "") + text)
 
     # ------------------------------------------------------------------------------------------- models
     def updateModels(self) -> None:
         from MRISynthesisLib.models.registry import ModelRegistry
 
-        registry = ModelRegistry()
-        table = self.ui.modelsTable
+        registry, table = ModelRegistry(), self.ui.modelsTable
         cards = registry.list(include_available=True)
         table.setRowCount(len(cards))
         for row, card in enumerate(cards):
-            installed = registry.is_installed(card.id)
-            values = [card.id, card.version, card.source, _("installed") if installed else _("available")]
-            for column, value in enumerate(values):
+            state = _("installed") if registry.is_installed(card.id) else _("available")
+            for column, value in enumerate([card.id, card.version, card.source, state]):
                 table.setItem(row, column, qt.QTableWidgetItem(str(value)))
         task = self.task()
         if registry.is_installed(task.model_id):
@@ -251,14 +311,18 @@ class SynthesisPanel:
                 task.model_id, registry.install_command(task.model_id))
 
     def onInstallModel(self) -> None:
-        path = qt.QFileDialog.getOpenFileName(None, _("Install model (card.json or .zip)"), "",
-                                              _("Model files (card.json *.zip *.json)"))
+        # The registry installs from a model card (card.json next to its .safetensors files), not archives.
+        path = qt.QFileDialog.getOpenFileName(None, _("Install model: choose its card.json"), "",
+                                              _("Model card (*.json)"))
         if not path:
             return
         from MRISynthesisLib.models.registry import ModelRegistry
 
-        with slicer.util.tryWithErrorDisplay(_("Could not install the model."), waitCursor=True):
+        try:
             card = ModelRegistry().install(path)
+        except Exception as error:  # never a traceback from a button
+            self.fail(_("Could not install the model: {0}").format(error))
+        else:
             self.log(_("Installed model {0} {1}.").format(card.id, card.version))
         self.updateModels()
 
@@ -269,6 +333,10 @@ class SynthesisPanel:
         folder.mkdir(parents=True, exist_ok=True)
         qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(folder)))
 
+    def onShowResults(self) -> None:
+        if self.resultsFolder is not None:
+            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(self.resultsFolder)))
+
     def onClearCache(self) -> None:
         from MRISynthesisLib.models.registry import ModelRegistry
 
@@ -276,8 +344,11 @@ class SynthesisPanel:
         if not slicer.util.confirmOkCancelDisplay(
                 _("Remove every downloaded model from {0}? Bundled models stay.").format(registry.models_dir)):
             return
-        with slicer.util.tryWithErrorDisplay(_("Could not clear the model cache."), waitCursor=True):
+        try:
             removed = registry.remove_all()
+        except Exception as error:
+            self.fail(_("Could not clear the model cache: {0}").format(error))
+        else:
             self.log(_("Removed models: {0}").format(", ".join(removed) or _("none")))
         self.updateModels()
 

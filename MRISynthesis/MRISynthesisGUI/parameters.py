@@ -2,6 +2,7 @@
 
 Input and output selectors are generic slots (``input0``..``input3``, ``output0``..``output3``) that the
 panel relabels for the selected task, so adding a task to ``MRISynthesisLib.tasks`` needs no GUI change.
+Enum combo boxes show ``label()`` (Slicer's enum connector uses it, else the member name).
 """
 
 from __future__ import annotations
@@ -10,15 +11,22 @@ import enum
 from typing import Annotated, Optional
 
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 
-from MRISynthesisLib.tasks import TASKS
+from MRISynthesisLib.tasks import QUALITY_STEPS, TASKS
 
 INPUT_SLOTS = 4
 OUTPUT_SLOTS = 4
 
-# One enum member per registered task (value = task id): the task combo box is generated from it.
-TaskChoice = enum.Enum("TaskChoice", {task_id.replace("-", "_").upper(): task_id for task_id in TASKS})
+
+class _TaskChoiceBase(enum.Enum):
+    def label(self) -> str:
+        return _(TASKS[self.value].title)
+
+
+# One member per registered task (value = task id): the task combo box is generated from it.
+TaskChoice = _TaskChoiceBase("TaskChoice", {task_id.replace("-", "_").upper(): task_id for task_id in TASKS})
 
 
 class QualityPreset(enum.Enum):
@@ -28,6 +36,12 @@ class QualityPreset(enum.Enum):
     BALANCED = "balanced"
     BEST = "best"
 
+    def label(self) -> str:
+        return _("{0} ({1} steps)").format(_(self.value), QUALITY_STEPS[self.value])
+
+
+def quality_tooltip() -> str:
+    return ", ".join(_("{0}: {1} sampling steps").format(_(name), steps) for name, steps in QUALITY_STEPS.items())
 
 
 @parameterNodeWrapper
@@ -43,7 +57,7 @@ class MRISynthesisParameterNode:
     output1: Optional[vtkMRMLScalarVolumeNode] = None
     output2: Optional[vtkMRMLScalarVolumeNode] = None
     output3: Optional[vtkMRMLScalarVolumeNode] = None
-    device: str = "auto"
+    device: str = "auto"  # "auto", "cpu", "cuda:N" or "mps"; its combo box is filled at run time
     quality: QualityPreset = QualityPreset.BALANCED
     samples: Annotated[int, WithinRange(1, 16)] = 1
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
