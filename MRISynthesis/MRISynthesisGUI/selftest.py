@@ -52,10 +52,11 @@ class MRISynthesisTest(ScriptedLoadableModuleTest):
         z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
         brain = (z / 0.8) ** 2 + (y / 0.85) ** 2 + (x / 0.75) ** 2 < 1
         geometry = dict(origin=(-24.0, -24.0, -20.0), spacing=(2.0, 2.0, 2.0))
-        t1w = mrml.volume_to_node(slicer.mrmlScene, Volume(np.where(brain, 600.0, 0.0).astype(np.float32), **geometry),
-                                  "selftest T1w")
-        flair = mrml.volume_to_node(slicer.mrmlScene, Volume(np.where(brain, 400.0, 0.0).astype(np.float32), **geometry),
-                                    "selftest FLAIR")
+        # Smooth contrast inside the "brain" (a constant image would be refused as a mask).
+        images = {name: Volume(np.where(brain, base + 150.0 * x + 40.0 * y, 0.0).astype(np.float32), **geometry)
+                  for name, base in (("T1w", 600.3), ("FLAIR", 400.7))}
+        t1w = mrml.volume_to_node(slicer.mrmlScene, images["T1w"], "selftest T1w")
+        flair = mrml.volume_to_node(slicer.mrmlScene, images["FLAIR"], "selftest FLAIR")
         self.delayDisplay(_("Synthesizing PSR (2 steps on the CPU)"))
         nodes = MRISynthesisLogic().process("myelin-psr", {"t1w": t1w, "flair": flair},
                                             options={"device": "cpu", "steps": 2, "samples": 1, "seed": 0}, timeout=600)
