@@ -76,6 +76,25 @@ def psnr(prediction: np.ndarray, target: np.ndarray, mask: np.ndarray | None = N
     return float(peak_signal_noise_ratio(target[mask], prediction[mask], data_range=data_range))
 
 
+def percentile_scaled(prediction: np.ndarray, target: np.ndarray, mask: np.ndarray,
+                      percentiles: tuple[float, float] = (0.5, 99.5)) -> tuple[np.ndarray, np.ndarray]:
+    """Both images mapped by the truth's ``percentiles`` inside ``mask`` to 0 and 1 (no clipping)."""
+    prediction, target, mask = _pair(prediction, target, mask)
+    if not mask.any():
+        raise ValueError("mask is empty")
+    low, high = np.percentile(target[mask], percentiles)
+    if high <= low:
+        raise ValueError("the ground truth is constant inside the mask")
+    return (prediction - low) / (high - low), (target - low) / (high - low)
+
+
+def percentile_psnr(prediction: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
+    """The project's headline PSNR: ``psnr`` with data range 1 after ``percentile_scaled`` (brain mask, truth's
+    0.5-99.5 percentiles); robust to a few extreme voxels that would inflate a max-min range."""
+    scaled_prediction, scaled_target = percentile_scaled(prediction, target, mask)
+    return psnr(scaled_prediction, scaled_target, mask, data_range=1.0)
+
+
 def ssim(prediction: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None,
          data_range: float | None = None) -> float:
     """3D SSIM (Gaussian window, sigma 1.5) averaged over the voxels of ``mask``; 1 for a perfect prediction."""

@@ -92,10 +92,10 @@ def test_mprage_flair_t2w_orderings(seed, pathology):
     wm, gm, csf = (k[t] & healthy for t in ("wm", "gm", "csf"))
     assert mean(m["mprage"], wm) > mean(m["mprage"], gm) > mean(m["mprage"], csf)
     assert 1.05 < mean(m["mprage"], wm) / mean(m["mprage"], gm) < 1.8
-    # Nulling is a property of the CSF compartment: pure CSF < 10 % of WM; CSF-mask voxels (partial volume
-    # with cortex) stay darker than WM.
+    # Nulling is a property of the CSF compartment: pure CSF keeps some signal (imperfect inversion, TI off
+    # the null) but stays far below WM; CSF-mask voxels (partial volume with cortex) stay darker than WM.
     pure_csf = fractions(subject(seed, pathology))["csf"] >= 0.95
-    assert mean(m["flair"], pure_csf) < 0.1 * mean(m["flair"], wm)
+    assert 0.0 < mean(m["flair"], pure_csf) < 0.5 * mean(m["flair"], wm)
     assert mean(m["flair"], csf) < mean(m["flair"], wm)
     assert mean(m["flair"], gm) > mean(m["flair"], wm)
     t2w_csf = mean(m["t2w"], csf)

@@ -1,6 +1,7 @@
 """Acquisition randomisation (SynthSR-style) of the weighted images; quantitative maps stay exact.
 
-Per image, in acquisition order: small misregistration (rigid, +-2 mm / +-2 deg), slice thickness
+Per image, in acquisition order: small misregistration (rigid, +-2 mm / +-2 deg; none for the
+T1-weighted images, which define the frame of the ground truth), slice thickness
 (Gaussian slice profile along one axis, subsampling, linear interpolation back), smooth multiplicative
 bias field (log std ~ 0.3 on a 4^3 grid), Rician noise, gamma (log std 0.25) and an arbitrary intensity
 scale; then the skull-strip mask (moved with the image) is applied. The two DWI images share one
@@ -17,6 +18,11 @@ from scipy import ndimage as ndi
 from .fields import smooth_field
 
 MR_IMAGES = ("mprage", "t1w_se", "t1ce", "t2w", "pdw", "flair", "dwi_b0", "dwi_b1000")
+# The T1-weighted images define the subject's frame: the reference input of the MR tasks, on whose grid the
+# pipeline writes its outputs. They are not moved, so the ground-truth maps and masks live in their frame
+# (as on a real scan, where the truth would be registered to the reference); every other image keeps its own
+# misregistration, which the pipeline's registration must undo. (CT and CT perfusion are never moved.)
+REFERENCE_FRAME_IMAGES = ("mprage", "t1w_se", "t1ce")
 
 
 def _draw_mr(rng: np.random.Generator, spacing: float, gamma: bool) -> dict:
@@ -43,6 +49,8 @@ def draw_acquisition(rng: np.random.Generator, names, spacing: float, ctp_noise_
             result[name] = dict(dwi)
         elif name in MR_IMAGES:
             result[name] = _draw_mr(rng, spacing, gamma=True)
+            if name in REFERENCE_FRAME_IMAGES:
+                result[name].update(shift_mm=[0.0, 0.0, 0.0], rotation_deg=[0.0, 0.0, 0.0])
         elif name == "ct":
             result[name] = {"noise_hu": round(float(rng.uniform(2.0, 6.0)), 3)}
         elif name == "ctp":

@@ -222,7 +222,7 @@ def _weighted(parts: list, n: int, full, values: dict, arrays: dict, brain_index
     if "flair" in selected:
         p = protocol["flair"]
         out["flair"] = full(mix(parts, n, lambda c: mr_signal.flair(c["pd"], c["t1"], c["t2"], p["tr"], p["te"],
-                                                                   p["ti"])))
+                                                                   p["ti"], p["inversion_efficiency"])))
     if "dwi_b0" in selected or "dwi_b1000" in selected:
         b0 = full(values["dwi_b0"])
         if "dwi_b0" in selected:

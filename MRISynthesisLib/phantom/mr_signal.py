@@ -24,10 +24,14 @@ def flair_null_ti(t1_csf: float, tr: float) -> float:
     return float(t1_csf * np.log(2.0 / (1.0 + np.exp(-tr / t1_csf))))
 
 
-def flair(pd: np.ndarray, t1: np.ndarray, t2: np.ndarray, tr: float, te: float, ti: float) -> np.ndarray:
-    """Magnitude inversion recovery: ``S = PD |1 - 2 exp(-TI/T1) + exp(-TR/T1)| exp(-TE/T2)``."""
+def flair(pd: np.ndarray, t1: np.ndarray, t2: np.ndarray, tr: float, te: float, ti: float,
+          inversion_efficiency: float = 1.0) -> np.ndarray:
+    """Magnitude inversion recovery with inversion efficiency ``k`` (1 = perfect 180 degree pulse):
+    ``S = PD |1 - (1 + k) exp(-TI/T1) + k exp(-TR/T1)| exp(-TE/T2)``. A real pulse (k 0.90-0.98, B1
+    inhomogeneity) leaves CSF a few per cent of signal at the nominal null."""
+    k = float(inversion_efficiency)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        signal = pd * np.abs(1.0 - 2.0 * np.exp(-ti / t1) + np.exp(-tr / t1)) * np.exp(-te / t2)
+        signal = pd * np.abs(1.0 - (1.0 + k) * np.exp(-ti / t1) + k * np.exp(-tr / t1)) * np.exp(-te / t2)
     return np.where((t1 > 0) & (t2 > 0), signal, 0.0).astype(np.float32)
 
 

@@ -190,15 +190,19 @@ def multiple_sclerosis(classes: np.ndarray, maps: TissueMaps, tissue: dict, rng:
         lesion_id[box][inside] = index
         radius[box][inside] = local_radius[inside]
         black_hole = bool(diameter >= 5.0 and rng.random() < 0.25)
-        kind_t1 = MS_T1[field]["black_hole" if black_hole else "lesion"]
-        ratio = float(rng.uniform(0.25, 0.45) if black_hole else rng.uniform(0.4, 0.6))
+        kind = "black_hole" if black_hole else "lesion"
+        # One tissue-damage level drives myelin loss, T1 and T2 together (demyelination and the free water that
+        # replaces it go hand in hand: Schmierer et al. Ann Neurol 2004), so a lesion's relaxation carries its
+        # PSR, with a little independent spread.
+        damage = float(rng.uniform())
+        ratio = float(np.interp(damage, [0, 1], [0.45, 0.25] if black_hole else [0.6, 0.4]))
         psr = wm_psr * (1.0 - nawm_drop) * ratio
-        t1 = float(rng.uniform(*kind_t1))
+        t1 = float(np.interp(np.clip(damage + 0.1 * rng.standard_normal(), 0, 1), [0, 1], MS_T1[field][kind]))
+        t2 = float(np.interp(np.clip(damage + 0.15 * rng.standard_normal(), 0, 1), [0, 1], MS_T2[kind]))
         lesions.append({
             "id": index, "kind": str(kind), "centre_voxel_zyx": centre.tolist(), "diameter_mm": round(diameter, 3),
             "semi_axes_mm": semi.round(3).tolist(), "black_hole": black_hole, "psr_ratio_to_nawm": ratio,
-            "psr": psr, "t1_ms": t1, "r1_offset": r1_offset_for(tissue, psr, t1),
-            "t2_ms": float(rng.uniform(*MS_T2["black_hole" if black_hole else "lesion"])),
+            "psr": psr, "t1_ms": t1, "r1_offset": r1_offset_for(tissue, psr, t1), "t2_ms": t2,
             "pd": float(rng.uniform(0.88, 0.95) if black_hole else rng.uniform(0.80, 0.90)),
             "adc": float(rng.uniform(1.1, 1.5) if black_hole else rng.uniform(0.85, 1.2)),
             "enhancing": None,

@@ -1,10 +1,19 @@
 """Per-subject tissue parameters (``docs/mr-physics.md``) and their voxel-wise maps.
 
-PSR is drawn first for every tissue; R1 = 1/T1 then follows the linear macromolecular model
-``R1 = a + b * PSR + offset + noise`` whose line (a, b) passes through the subject's drawn WM and GM
-T1 at its field strength. Normal tissue has ``offset = 0``; free water (CSF, oedema, lesions) has a
-negative offset so its T1 lands in the literature range. Every voxel also gets a small independent
-texture on PSR, R1, T2, PD and ADC, so T1w/FLAIR carry information on PSR without a one-to-one map.
+Macromolecular content drives relaxation, which is why myelin (PSR) maps are predictable from routine
+contrasts at all. One population relation per field strength ties every tissue to its PSR:
+
+- ``R1 = a(B0) + b(B0) PSR`` (1/s): R1 rises linearly with macromolecular content (Callaghan et al. MRM
+  2014; Gochberg & Gore MRM 2007; Mezer et al. Nat Med 2013, R1 linear in macromolecular tissue volume);
+- ``R2 = c + d PSR`` (1/s, near field-independent between 1.5 and 3 T; Stanisz et al. MRM 2005);
+- ``PD = p0 - e PSR``: myelinated tissue holds less water (Mezer 2013: MTV = 1 - water fraction).
+
+The coefficients put each tissue's literature PSR on its literature T1/T2/PD midpoints (table in
+``RELAXATION_LINES``). Each subject then draws its tissue PSRs and a small residual off the relation (one
+scanner-wide R1 calibration factor and a per-tissue R1/R2/PD residual), so the inputs carry the subject's
+PSR levels up to that residual -- as real tissue does -- without a one-to-one map. Free water (CSF, oedema,
+lesions) sits off the line through a negative-or-positive ``r1_offset``. Every voxel also gets a small
+independent texture on PSR, R1, T2, PD and ADC.
 
 Units: T1/T2 ms, PSR fraction, PD relative to CSF, ADC 1e-3 mm^2/s, CBF ml/100 g/min, MTT s,
 bolus delay s, HU.
@@ -18,23 +27,30 @@ from .anatomy import CSF, DEEP_GM, GM, VENTRICLE, WM
 
 FIELD_STRENGTHS = (1.5, 3.0)
 
-# (low, high) per field strength; T1 in ms.
-T1_RANGE = {
-    1.5: {"wm": (560.0, 780.0), "gm": (830.0, 1000.0), "csf": (3500.0, 4200.0)},
-    3.0: {"wm": (830.0, 1100.0), "gm": (1210.0, 1350.0), "csf": (4200.0, 4500.0)},
+# Population relaxation lines: R1 = a + b PSR (per field), R2 = c + d PSR, PD = p0 - e PSR, through the
+# docs/mr-physics.md values of WM (PSR 0.155) and GM (0.065): T1 3 T 850 / 1300 ms and 1.5 T 600 / 930 ms
+# (the lower, MT-free part of the WM span: MPRAGE WM/GM then near the 1.3-1.5 of real scans); T2 72 / 95 ms;
+# PD 0.73 / 0.83.
+RELAXATION_LINES = {
+    "r1": {3.0: (0.4752, 4.5256), 1.5: (0.6470, 6.5770)},
+    "r2": (8.04, 37.8),
+    "pd": (0.902, 1.111),
 }
+# Residual off the population relation (relative standard deviations): a per-subject R1 calibration (B1/
+# scanner) and independent per-tissue residuals. Small: PSR stays predictable to ~2-3 % from R1.
+RESIDUAL_STD = {"r1_subject": 0.02, "r1_tissue": 0.01, "r2_tissue": 0.03, "pd_tissue": 0.015}
+
+T1_CSF_RANGE = {1.5: (3500.0, 4200.0), 3.0: (4200.0, 4500.0)}
 PSR_RANGE = {"wm": (0.13, 0.18), "gm": (0.05, 0.08), "deep_gm": (0.07, 0.09)}
-T2_RANGE = {"wm": (65.0, 80.0), "gm": (80.0, 110.0), "deep_gm": (70.0, 90.0), "csf": (1500.0, 2000.0)}
-PD_RANGE = {"wm": (0.69, 0.77), "gm": (0.80, 0.86), "deep_gm": (0.78, 0.84), "csf": (1.0, 1.0)}
-# WM ADC from the upper part of its 0.62-0.80 span: the real ISLES normal-tissue median (0.85-0.90) sat
-# above the simulated 0.82.
-ADC_RANGE = {"wm": (0.68, 0.80), "gm": (0.80, 0.90), "deep_gm": (0.70, 0.80), "csf": (3.0, 3.2)}
+# CSF: apparent T2 in a turbo spin echo. Literature CSF T2 (1500-2000 ms) gave T2w CSF/WM 3.5 against 2.7 on
+# a real 3 T scan; flow, diffusion during the echo train and partial volume shorten it (BrainWeb uses 329 ms).
+CSF_T2_RANGE = (250.0, 700.0)
+# ADC: WM and GM from the upper part of the literature span; the real ISLES normal-tissue median (0.85-0.90)
+# sat above the simulated 0.82.
+ADC_RANGE = {"wm": (0.74, 0.84), "gm": (0.83, 0.95), "deep_gm": (0.75, 0.85), "csf": (3.0, 3.2)}
 CBF_RANGE = {"wm": (20.0, 30.0), "gm": (50.0, 70.0), "deep_gm": (45.0, 60.0), "csf": (0.0, 0.0)}
 MTT_RANGE = {"wm": (5.0, 6.0), "gm": (4.0, 5.0), "deep_gm": (4.0, 5.0), "csf": (0.0, 0.0)}
 HU_RANGE = {"wm": (25.0, 30.0), "gm": (35.0, 40.0), "deep_gm": (33.0, 38.0), "csf": (0.0, 10.0)}
-
-MIN_T1_GM_WM = 1.45
-MIN_T2_GAP_MS = 15.0
 
 TISSUES = ("wm", "gm", "deep_gm", "csf")
 # Tissue name of each anatomy class (ventricles are CSF).
@@ -49,11 +65,15 @@ def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
 def draw_tissue(rng: np.random.Generator, field_strength: float | None = None) -> dict:
     """Draw every tissue parameter of one subject (JSON-serialisable).
 
+    PSR per tissue first; T1, T2 and PD follow from the population lines (``RELAXATION_LINES``) with the
+    subject's small residuals (``RESIDUAL_STD``).
+
     Returns:
-        ``{"field_strength_t", "r1_line": {"a_per_s", "b_per_s"}, "texture_std", "tissues": {name: {...}}}``.
+        ``{"field_strength_t", "r1_line": {"a_per_s", "b_per_s"}, "residuals", "texture_std",
+        "tissues": {name: {...}}}``; ``r1_line`` already includes the subject's R1 calibration factor.
     """
     field = float(rng.choice(FIELD_STRENGTHS)) if field_strength is None else float(field_strength)
-    if field not in T1_RANGE:
+    if field not in T1_CSF_RANGE:
         raise ValueError(f"field strength must be one of {FIELD_STRENGTHS}, got {field}")
     tissues = {name: {} for name in TISSUES}
     tissues["wm"]["psr"] = _uniform(rng, PSR_RANGE["wm"])
@@ -62,34 +82,31 @@ def draw_tissue(rng: np.random.Generator, field_strength: float | None = None) -
     tissues["deep_gm"]["psr"] = _uniform(rng, (max(PSR_RANGE["deep_gm"][0], tissues["gm"]["psr"]),
                                                PSR_RANGE["deep_gm"][1]))
     tissues["csf"]["psr"] = 0.0
-    t1_gm = _uniform(rng, T1_RANGE[field]["gm"])
-    # WM T1 from the lower part of its literature span (the upper part comes from MT-biased methods):
-    # GM/WM T1 >= MIN_T1_GM_WM keeps MPRAGE WM/GM near the 1.3-1.4 of real scans.
-    low, high = T1_RANGE[field]["wm"]
-    t1_wm = _uniform(rng, (low, max(low, min(high, t1_gm / MIN_T1_GM_WM))))
-    # R1 line through (PSR_WM, 1/T1_WM) and (PSR_GM, 1/T1_GM), in 1/s.
-    b = (1000.0 / t1_wm - 1000.0 / t1_gm) / (tissues["wm"]["psr"] - tissues["gm"]["psr"])
-    a = 1000.0 / t1_gm - b * tissues["gm"]["psr"]
-    t1_csf = _uniform(rng, T1_RANGE[field]["csf"])
+    calibration = 1.0 + RESIDUAL_STD["r1_subject"] * float(np.clip(rng.standard_normal(), -2.5, 2.5))
+    a, b = (calibration * value for value in RELAXATION_LINES["r1"][field])
+    c, d = RELAXATION_LINES["r2"]
+    p0, e = RELAXATION_LINES["pd"]
+    for name in ("wm", "gm", "deep_gm"):
+        values = tissues[name]
+        residual = {key: float(np.clip(rng.standard_normal(), -2.5, 2.5)) * RESIDUAL_STD[f"{key}_tissue"]
+                    for key in ("r1", "r2", "pd")}
+        # Per-tissue R1 residual enters as an offset from the line (the pathology code keeps using the line).
+        values["r1_offset"] = residual["r1"] * (a + b * values["psr"])
+        values["t2"] = 1000.0 / ((c + d * values["psr"]) * (1.0 + residual["r2"]))
+        values["pd"] = (p0 - e * values["psr"]) * (1.0 + residual["pd"])
+    t1_csf = _uniform(rng, T1_CSF_RANGE[field])
+    tissues["csf"].update(r1_offset=1000.0 / t1_csf - a, t2=_uniform(rng, CSF_T2_RANGE), pd=1.0)
     for name in TISSUES:
         values = tissues[name]
-        values["r1_offset"] = 0.0
-        for quantity, table in ( ("pd", PD_RANGE), ("adc", ADC_RANGE), ("cbf", CBF_RANGE),
-                                ("mtt", MTT_RANGE), ("hu", HU_RANGE)):
+        for quantity, table in (("adc", ADC_RANGE), ("cbf", CBF_RANGE), ("mtt", MTT_RANGE), ("hu", HU_RANGE)):
             values[quantity] = _uniform(rng, table[name])
         values["delay"] = 0.0 if name == "csf" else _uniform(rng, (0.0, 1.5))
-    # T2: GM at least MIN_T2_GAP_MS above WM (FLAIR and T2w then keep GM > WM, as in the physics note).
-    tissues["gm"]["t2"] = _uniform(rng, T2_RANGE["gm"])
-    tissues["wm"]["t2"] = _uniform(rng, (T2_RANGE["wm"][0], min(T2_RANGE["wm"][1], tissues["gm"]["t2"] - MIN_T2_GAP_MS)))
-    tissues["deep_gm"]["t2"] = _uniform(rng, T2_RANGE["deep_gm"])
-    tissues["csf"]["t2"] = _uniform(rng, T2_RANGE["csf"])
-    tissues["csf"]["r1_offset"] = 1000.0 / t1_csf - a  # free water: off the macromolecular line
-    for values in tissues.values():
         values["t1"] = 1000.0 / (a + b * values["psr"] + values["r1_offset"])
         values["cbv"] = values["cbf"] * values["mtt"] / 60.0
     return {
         "field_strength_t": field,
         "r1_line": {"a_per_s": a, "b_per_s": b},
+        "r1_calibration": calibration,
         "texture_std": _uniform(rng, (0.01, 0.03)),
         "tissues": tissues,
     }
