@@ -70,8 +70,8 @@ class LesionRule:
             in the brain), used when ``low_absolute`` is None.
         low_absolute: "low" = below this value in the output's units (e.g. ADC < 0.62e-3 mm^2/s).
         min_volume_ml: smaller connected components are dropped (noise).
-        segment_name: name of the lesion segment in Slicer and reports.
-        terminology: (category, type) of the segment in SNOMED-CT based Slicer terminology.
+        segment_name: name of the lesion segment in Slicer and reports; its Slicer terminology entry is
+            derived from this name by ``terminology.lesion_terminology`` (the one source of those codes).
     """
 
     bright_input: str = ""
@@ -81,7 +81,6 @@ class LesionRule:
     low_absolute: float | None = None
     min_volume_ml: float = 0.01
     segment_name: str = "Lesion"
-    terminology: tuple[str, str] = ("Morphologically Altered Structure", "Lesion")
 
 
 @dataclass(frozen=True)
@@ -170,8 +169,7 @@ register(Task(
         OutputSpec("adc", "1e-3 mm^2/s", (0.0, 2.0), "Grey", "apparent diffusion coefficient"),
     ),
     model_id="stroke-dwi-adc",
-    lesion_rule=LesionRule(low_output="adc", low_absolute=0.62, min_volume_ml=0.1, segment_name="Infarct core",
-                           terminology=("Morphologically Altered Structure", "Infarct")),
+    lesion_rule=LesionRule(low_output="adc", low_absolute=0.62, min_volume_ml=0.1, segment_name="Infarct core"),
     tags=("stroke",),
 ))
 
