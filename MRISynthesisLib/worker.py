@@ -16,9 +16,9 @@ Request JSON: ``{"task": id, "inputs": {name: path}, "output_dir": path, "refere
 "mask": path|null, "lesions": path|null, "options": {"device", "steps", "samples", "seed", "sampler",
 "output_format"}}``.
 
-Device query: ``python -m MRISynthesisLib.worker --devices`` prints one line
-``{"stage": "devices", "devices": [{"id": "cpu", "label": "CPU"}, {"id": "cuda:0", ...}]}``, so a GUI lists
-GPUs without importing torch (or holding a CUDA context) in its own process.
+Device query: ``python -m MRISynthesisLib.worker --devices`` prints one ``{"stage": "devices", ...}`` line
+(``devices.list_devices``; ``devices.query_devices`` is the parent side), so a GUI lists GPUs without
+importing torch (or holding a CUDA context) in its own process.
 
 Parent side: ``WorkerProcess`` starts the worker through a *launcher* (``launch(args, env_updates)`` returning
 a ``Popen``-like object; the default is ``subprocess`` without a console window on Windows, the Slicer module
@@ -166,29 +166,11 @@ def run(request_path: str | os.PathLike, stdout=None) -> int:
             signal.signal(sig, handler)
 
 
-def list_devices() -> list[dict]:
-    """Devices a synthesis can run on: CPU, each CUDA GPU (name, free/total memory), Apple MPS when usable."""
-    devices = [{"id": "cpu", "label": "CPU"}]
-    try:
-        import torch
-    except ImportError:
-        return devices
-    try:
-        for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
-            free, total = torch.cuda.mem_get_info(index)
-            devices.append({"id": f"cuda:{index}", "label": f"cuda:{index} {torch.cuda.get_device_name(index)}",
-                            "free_gb": round(free / 2**30, 1), "total_gb": round(total / 2**30, 1)})
-    except Exception as error:  # a broken driver still leaves the CPU usable; say why GPUs are missing
-        print(f"CUDA query failed: {error}", file=sys.stderr)
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        devices.append({"id": "mps", "label": "Apple GPU (MPS)"})
-    return devices
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["--devices"]:
+        from .devices import list_devices
+
         print(json.dumps({"stage": "devices", "devices": list_devices()}), flush=True)
         return EXIT_OK
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
@@ -217,21 +199,6 @@ def package_root() -> str:
 def worker_pythonpath(extra: str | None = None) -> str:
     """PYTHONPATH for a worker: this package's folder first, then what the parent already had."""
     return os.pathsep.join(filter(None, [package_root(), extra, os.environ.get("PYTHONPATH")]))
-
-
-def query_devices(python: str | list[str] | None = None, launcher=None, timeout: float = 120.0) -> list[dict]:
-    """Run ``worker --devices`` in a child process and return its device list (blocking; call off the GUI
-    thread or from a timer). Raises ``RuntimeError`` with the child's output when it fails."""
-    command = [python or sys.executable] if isinstance(python, (str, type(None))) else list(python)
-    process = (launcher or launch_subprocess)([*command, "-m", "MRISynthesisLib.worker", "--devices"],
-                                              {"PYTHONPATH": worker_pythonpath()})
-    output, errors = process.communicate(timeout=timeout)
-    for line in (output or "").splitlines():
-        if line.startswith("{"):
-            message = json.loads(line)
-            if message.get("stage") == "devices":
-                return message["devices"]
-    raise RuntimeError(f"device query failed (exit code {process.returncode}): {(errors or output or '').strip()[-300:]}")
 
 
 def _wait_gone(processes, timeout: float) -> list:

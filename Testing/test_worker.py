@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -156,3 +157,40 @@ def test_sigterm_gives_exit_code_130_and_no_outputs(model_home, inputs, tmp_path
     assert not any(Path(process.work_dir, "outputs").rglob("*"))
     assert not any(Path(process.work_dir, "tmp").rglob("*"))
     process.cleanup()
+
+
+# ----------------------------------------------------------------------------------------- device query
+class FakeDeviceChild:
+    """What a launcher returns (``communicate``/``returncode``), for a child that printed ``output``."""
+
+    def __init__(self, output: str, returncode: int = 0):
+        self.output, self.returncode = output, returncode
+
+    def communicate(self, timeout=None):
+        return self.output, None  # stderr merged into stdout, as slicer.util.launchConsoleProcess does
+
+
+def test_devices_are_asked_from_the_worker_and_parsed_amid_log_lines():
+    from MRISynthesisLib import devices
+
+    launched = []
+    line = json.dumps({"stage": "devices", "devices": [{"id": "cpu", "label": "CPU"}]})
+    found = devices.query_devices("python-x", lambda args, env: launched.append((args, env))
+                                  or FakeDeviceChild(f"CUDA query failed: no driver\n{line}\n"))
+    assert found == [{"id": "cpu", "label": "CPU"}]
+    (args, env), = launched
+    assert args == ["python-x", "-m", "MRISynthesisLib.worker", "--devices"]
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == worker.package_root()
+
+
+def test_failed_device_query_raises_with_the_childs_output():
+    from MRISynthesisLib import devices
+
+    with pytest.raises(RuntimeError, match=r"exit code 1\).*No module named 'torch'"):
+        devices.query_devices(["py"], lambda args, env: FakeDeviceChild("No module named 'torch'\n", 1))
+
+
+def test_worker_devices_flag_prints_one_protocol_line(capsys):
+    assert worker.main(["--devices"]) == worker.EXIT_OK
+    message = json.loads(capsys.readouterr().out)
+    assert message["stage"] == "devices" and message["devices"][0] == {"id": "cpu", "label": "CPU"}

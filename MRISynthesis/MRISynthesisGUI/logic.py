@@ -35,7 +35,7 @@ class DeviceQuery:
     """Lists devices in a worker process (torch never loads in Slicer's process); poll ``done``/``result``."""
 
     def __init__(self, python, launcher):
-        from MRISynthesisLib.worker import query_devices
+        from MRISynthesisLib.devices import query_devices
 
         self.devices, self.error = None, None
 
