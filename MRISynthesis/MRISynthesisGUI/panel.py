@@ -93,27 +93,29 @@ class SynthesisPanel:
     def task(self):
         return get_task(self.parameters().task.value)
 
+    def _showSlot(self, kind: str, slot: int, specs) -> tuple:
+        """Label and selector of input/output ``slot``, shown only when the task has a spec for it; returns
+        them with that spec (None when hidden)."""
+        label, selector = getattr(self.ui, f"{kind}Label{slot}"), getattr(self.ui, f"{kind}{slot}")
+        spec = specs[slot] if slot < len(specs) else None
+        label.setVisible(spec is not None)
+        selector.setVisible(spec is not None)
+        return label, selector, spec
+
     def onTaskChanged(self) -> None:
         """Relabel and show the input/output slots for the task, then auto-assign loaded volumes."""
         task = self.task()
         for slot in range(INPUT_SLOTS):
-            label, selector = getattr(self.ui, f"inputLabel{slot}"), getattr(self.ui, f"input{slot}")
-            visible = slot < len(task.inputs)
-            label.setVisible(visible)
-            selector.setVisible(visible)
-            if visible:
-                spec = task.inputs[slot]
+            label, selector, spec = self._showSlot("input", slot, task.inputs)
+            if spec is not None:
                 required = spec.required and not task.any_subset
                 label.setText(f"{spec.name}{' *' if required else ''}:")
                 selector.toolTip = spec.description + ("" if required else _(" (optional)"))
         for slot in range(OUTPUT_SLOTS):
-            label, selector = getattr(self.ui, f"outputLabel{slot}"), getattr(self.ui, f"output{slot}")
-            visible = slot < len(task.outputs)
-            label.setVisible(visible)
-            selector.setVisible(visible)
-            if visible:
-                label.setText(f"{task.outputs[slot].name}:")
-                selector.toolTip = task.outputs[slot].description
+            label, selector, spec = self._showSlot("output", slot, task.outputs)
+            if spec is not None:
+                label.setText(f"{spec.name}:")
+                selector.toolTip = spec.description
         self.ui.taskDescriptionLabel.setText(task.description)
         self.autoAssign()
         self.updateModels()
