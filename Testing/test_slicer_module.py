@@ -80,6 +80,7 @@ def env(monkeypatch, tmp_path, tiny_model_home):
     yield state
     for widget in state.widgets:
         widget.cleanup()
+    qtstub._pending_single_shots.clear()  # timers of this test's widgets must not fire in the next test
     scene.Clear(True)
 
 
@@ -226,3 +227,73 @@ def test_settings_are_remembered_across_sessions(env):
     assert (second._parameterNode.task, second._parameterNode.quality) == remembered
     assert second._parameterNode.device == "cuda:1"
     assert second.ui.deviceComboBox.itemData(second.ui.deviceComboBox.currentIndex) == "cuda:1"
+
+
+# ---------------------------------------------------------------------------------------------- item 11
+SOURCE_CHECKOUT_PROBE = r"""
+import importlib, importlib.util, json, sys, types
+# What Slicer gives a module found through Application Settings > Modules > additional path: its folder on
+# sys.path, Slicer's Python (here: site-packages, stdlib) and nothing of this repository.
+sys.path[:] = json.loads(sys.argv[1])
+import test_slicer_qt
+test_slicer_qt.install_qt_modules()
+import slicer
+slicer.__path__.insert(0, sys.argv[2])
+slicer.app = types.SimpleNamespace(connect=lambda *a: None, translate=lambda context, text: text)
+before = importlib.util.find_spec("MRISynthesisLib") is not None
+importlib.import_module("MRISynthesis")
+import MRISynthesisLib.tasks
+print(json.dumps({"before": before, "lib": MRISynthesisLib.__file__}))
+"""
+
+
+def test_module_loaded_from_a_source_checkout_imports_the_backend(tmp_path):
+    """11: a fresh interpreter that has never seen the editable install (``-I -S``: no environment variables,
+    no site-packages .pth files, so no editable-install finder) and whose sys.path holds only the module's
+    folder, the stdlib and site-packages (added as a plain folder) loads MRISynthesis.py; the backend is then
+    importable from the checkout."""
+    import json
+    import subprocess
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    stdlib = [p for p in sys.path if p.startswith((paths["stdlib"], paths["platstdlib"])) or p.endswith(".zip")]
+    path = [str(MODULE_DIR), str(ROOT / "Testing"), *stdlib, paths["purelib"], paths["platlib"]]
+    completed = subprocess.run([sys.executable, "-I", "-S", "-c", SOURCE_CHECKOUT_PROBE, json.dumps(path),
+                                str(SLICER_PYTHON)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["before"] is False  # the probe is honest: nothing but the module can make the backend importable
+    assert Path(result["lib"]).resolve() == ROOT / "MRISynthesisLib" / "__init__.py"
+
+
+# ------------------------------------------------------------------------------------------- sample data
+# SampleDataLogic.registerCustomSampleDataSource's parameters, in order, as read in Slicer/Slicer
+# Modules/Scripted/SampleData/SampleData.py (commit 01c2def0e79b18c3258a34676781f7ec128197a3). That file also
+# shows: SampleDataSource raises unless uris, fileNames and nodeNames have one length (None is not iterated
+# safely), and the Sample Data panel's button calls ``source.customDownloader(source)``.
+SLICER_REGISTER_PARAMETERS = ["category", "sampleName", "uris", "fileNames", "nodeNames", "customDownloader",
+                              "thumbnailFileName", "loadFileType", "loadFiles", "loadFileProperties", "checksums"]
+
+
+def test_sample_data_is_registered_with_slicers_signature(env, monkeypatch):
+    import inspect
+
+    calls = []
+
+    def registerCustomSampleDataSource(*args, **kwargs):
+        calls.append((args, kwargs))
+
+    signature = inspect.Signature([inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
+                                   for name in SLICER_REGISTER_PARAMETERS])
+    sample_data = types.ModuleType("SampleData")
+    sample_data.SampleDataLogic = types.SimpleNamespace(registerCustomSampleDataSource=registerCustomSampleDataSource)
+    monkeypatch.setitem(sys.modules, "SampleData", sample_data)
+    from MRISynthesis import registerSampleData
+
+    registerSampleData()
+    (args, kwargs), = calls
+    bound = signature.bind(*args, **kwargs).arguments  # TypeError for a name Slicer does not take
+    assert bound["category"] and bound["sampleName"]
+    assert [len(bound[name]) for name in ("uris", "fileNames", "nodeNames")] == [0, 0, 0]
+    inspect.signature(bound["customDownloader"]).bind(object())  # called with the source
