@@ -25,11 +25,11 @@ BYTES_PER_INPUT_VOXEL = 12  # the read array plus a float32 copy for resampling
 
 
 def available_memory_bytes() -> int:
-    """Physical memory available to this process (Linux/macOS ``sysconf``, else 8 GB)."""
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 8 * 1024**3
+    """Memory a new allocation can get without swapping (``psutil.virtual_memory().available``: free memory plus
+    reclaimable page cache; ``sysconf``'s free pages alone refused far too early on machines with a full cache)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ and boolean-like masks of the same shape. Conventions, stated once so reports ca
 
 * **PSNR** (``psnr``): ``10 log10(R^2 / MSE)`` with the MSE over the mask and ``R`` = the ground truth's
   range (max - min) inside the mask unless ``data_range`` is given; ``inf`` for a perfect prediction.
-  Computed with ``skimage.metrics.peak_signal_noise_ratio`` on the masked voxels.
+  Computed with ``skimage.metrics.peak_signal_noise_ratio`` on the masked voxels. Reports use the
+  percentile-scaled form (``percentile_psnr``, ``evaluate_map``): both maps mapped by the truth's 0.5-99.5
+  brain percentiles to 0-1, then ``R = 1``, so a few extreme voxels cannot inflate the peak.
 * **SSIM** (``ssim``): 3D SSIM of Wang et al. (Gaussian window sigma 1.5, 11^3 support, K1 0.01, K2 0.03,
   population covariance) from ``skimage.metrics.structural_similarity(..., full=True)`` over the whole
   volume with the same ``data_range`` as PSNR, then averaged over the mask voxels only (mask-aware reduction:
@@ -158,11 +160,12 @@ def evaluate_map(prediction: np.ndarray, target: np.ndarray, masks: dict[str, np
         spacing: voxel size in mm in array axis order (for gradients).
 
     Returns:
-        ``psnr`` (dB), ``ssim``, ``mae`` (brain), ``lesion_mae``, ``nawm_mae`` (``nan`` when absent or empty),
-        ``edge_sharpness`` and ``data_range`` (ground-truth range in the brain, the PSNR/SSIM peak).
+        ``psnr`` (dB) and ``ssim`` of both maps scaled by the truth's 0.5-99.5 brain percentiles
+        (``percentile_scaled``, data range 1), ``psnr_truth_range`` (peak = the truth's max - min), ``mae``
+        (brain), ``lesion_mae``, ``nawm_mae`` (``nan`` when absent or empty) and ``edge_sharpness``.
     """
     brain = np.asarray(masks["brain"]) > 0
-    data_range = data_range_in(target, brain)
+    scaled_prediction, scaled_target = percentile_scaled(prediction, target, brain)
     labels = np.zeros(brain.shape, np.uint8)
     for value, name in enumerate(("wm", "gm", "deep_gm", "csf", "lesion"), start=1):
         if name in masks:
@@ -170,13 +173,13 @@ def evaluate_map(prediction: np.ndarray, target: np.ndarray, masks: dict[str, np
     labels[~brain] = 0
     empty = np.zeros(brain.shape, bool)
     return {
-        "psnr": psnr(prediction, target, brain, data_range),
-        "ssim": ssim(prediction, target, brain, data_range),
+        "psnr": psnr(scaled_prediction, scaled_target, brain, 1.0),
+        "ssim": ssim(scaled_prediction, scaled_target, brain, 1.0),
+        "psnr_truth_range": psnr(prediction, target, brain),
         "mae": mae(prediction, target, brain),
         "lesion_mae": mae(prediction, target, masks.get("lesion", empty)),
         "nawm_mae": mae(prediction, target, masks.get("nawm", empty)),
         "edge_sharpness": edge_sharpness(prediction, target, boundary_mask(labels, brain), spacing),
-        "data_range": data_range,
     }
 
 
@@ -204,3 +207,18 @@ def per_slice(prediction: np.ndarray, target: np.ndarray, mask: np.ndarray, data
                                             full=True)
         ssims.append(float(np.mean(ssim_map[inside])))
     return {"psnr_2d": float(np.mean(psnrs)), "ssim_2d": float(np.mean(ssims))}
+
+
+def uncertainty_calibration(prediction: np.ndarray, target: np.ndarray, sd: np.ndarray,
+                            mask: np.ndarray) -> dict[str, float]:
+    """Is a sample standard deviation map a usable error estimate? Inside ``mask``:
+    ``sd_error_correlation`` = Pearson correlation of ``|prediction - target|`` with ``sd``, and
+    ``coverage_2sd`` = share of voxels whose error is within 2 SD (0.95 for calibrated Gaussian errors)."""
+    prediction, target, mask = _pair(prediction, target, mask)
+    sd = np.asarray(sd, np.float64)
+    if not mask.any():
+        return {"sd_error_correlation": math.nan, "coverage_2sd": math.nan}
+    error = np.abs(prediction[mask] - target[mask])
+    spread = sd[mask]
+    correlation = float(np.corrcoef(error, spread)[0, 1]) if error.std() > 0 and spread.std() > 0 else math.nan
+    return {"sd_error_correlation": correlation, "coverage_2sd": float(np.mean(error <= 2.0 * spread))}

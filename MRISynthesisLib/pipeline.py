@@ -20,7 +20,7 @@ import numpy as np
 
 from . import checks, lesions as lesion_tools, report
 from .errors import CancelledError, InputError
-from .models.registry import ModelRegistry
+from .model_store.registry import ModelRegistry
 from .preprocess import compute_brain_mask, prepare
 from .resample import overlap_fraction, register_rigid, resample_to
 from .tasks import Task, get_task
@@ -50,6 +50,7 @@ class SynthesisRequest:
     output_format: str = "nii.gz"
     model_home: Path | None = None
     memory_limit_bytes: int | None = None
+    residual: bool = True  # False: latent-residual models decode their mean prediction only (ablation)
 
 
 @dataclass
@@ -190,7 +191,7 @@ def synthesize(request: SynthesisRequest, progress: Progress | None = None,
 
     model = SynthesisModel.from_registry(registry, task.model_id, device=device)
     mean, std = model.predict(torch.from_numpy(network_inputs)[None], steps=request.steps, samples=request.samples,
-                              seed=request.seed, sampler=request.sampler,
+                              seed=request.seed, sampler=request.sampler, residual=request.residual,
                               progress=lambda step, total: checkpoint("sample", step, total), cancel=cancel)
     outputs, uncertainty = {}, {}
     for channel, output_name in enumerate(card.outputs):

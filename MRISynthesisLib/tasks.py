@@ -11,8 +11,10 @@ import re
 from dataclasses import dataclass, field
 
 
-# Quality presets shared by the CLI and the Slicer module: name -> sampling steps.
+# Quality presets shared by the CLI and the Slicer module: name -> sampling steps, and the number K of samples
+# whose mean is the output map (their SD is the uncertainty).
 QUALITY_STEPS = {"fast": 4, "balanced": 10, "best": 25}
+QUALITY_SAMPLES = {"fast": 2, "balanced": 4, "best": 8}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-# Every conditioning stream present, each network as small as MONAI allows.
+# The default recipe (latent mean predictor + residual diffusion), each network as small as MONAI allows.
+TINY_RESIDUAL_ARCHITECTURE = {
+    "family": "latent-residual", "autoencoder": {"kind": "space-to-depth", "factor": 2},
+    "predictor": {"channels": [8, 8], "strides": [2], "num_res_units": 1},
+    "denoiser": {"channels": [8, 8], "num_res_blocks": 1, "norm_num_groups": 4},
+    "latent_scale": 3.0, "residual_scale": 2.0,
+}
+# The DEMIST recipe: every conditioning stream present, each network as small as MONAI allows.
 TINY_ARCHITECTURE = {
     "autoencoder_inputs": {"channels": [8, 8], "latent_channels": 2, "num_res_blocks": 1, "norm_num_groups": 4},
     "autoencoder_target": {"channels": [8, 8], "latent_channels": 2, "num_res_blocks": 1, "norm_num_groups": 4},
@@ -23,25 +30,31 @@ TINY_ARCHITECTURE = {
 
 
 def write_tiny_model(home: Path, spacing: float = 2.0, multiple: int = 4, seed: int = 0,
-                     training_seeds: tuple[int, ...] = (0,)) -> Path:
+                     training_seeds: tuple[int, ...] = (0,), architecture: dict | None = None) -> Path:
     """Write a randomly initialised myelin-psr model into ``home/models/myelin-psr``; returns ``home``.
 
     ``training_seeds`` go into the card, where the evaluation harness reads which phantoms it may not use.
+    ``architecture`` defaults to the shipped recipe's family (``TINY_RESIDUAL_ARCHITECTURE``).
     """
     import torch
 
-    from MRISynthesisLib.engine.model import build_networks
-    from MRISynthesisLib.models import write_model
+    from MRISynthesisLib.engine.latent_residual import LatentResidualArchitecture, LatentResidualNetworks
+    from MRISynthesisLib.engine.demist import build_networks
+    from MRISynthesisLib.model_store import write_model
 
     torch.manual_seed(seed)
-    networks = build_networks(TINY_ARCHITECTURE, 2, 1)
+    architecture = architecture or TINY_RESIDUAL_ARCHITECTURE
+    if architecture.get("family") == "latent-residual":
+        networks = LatentResidualNetworks(LatentResidualArchitecture.from_dict(architecture), 2, 1)
+    else:
+        networks = build_networks(architecture, 2, 1)
     write_model(home / "models" / "myelin-psr", {
         "id": "myelin-psr", "version": "0.0.1", "task": "myelin-psr", "title": "tiny untrained test model",
         "description": "random weights, for plumbing tests only", "inputs": ["t1w", "flair"], "outputs": ["psr"],
         "spacing": [spacing] * 3, "multiple": multiple,
         "normalisation": {"inputs": {"method": "percentile", "low": 1.0, "high": 99.0},
                           "outputs": {"psr": {"scale": 0.25, "offset": 0.0}}},
-        "architecture": TINY_ARCHITECTURE, "licence": "Apache-2.0",
+        "architecture": architecture, "licence": "Apache-2.0",
         "training": {"data": "none", "command": "Testing/conftest.py", "duration_s": 0.0, "hardware": "cpu",
                      "seeds": list(training_seeds)},
         "metrics": {},

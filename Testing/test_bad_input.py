@@ -140,3 +140,18 @@ def test_bad_input_is_refused_cleanly(case, tmp_path, capsys, monkeypatch):
     for word in words:
         assert word in error[0], f"{word!r} missing from {error[0]!r}"
     assert snapshot(tmp_path) == before, "bad input must not write or modify anything"
+
+
+def test_memory_check_counts_reclaimable_cache_as_available():
+    """The memory check uses psutil's 'available' (free + reclaimable cache), never the bare free pages, which
+    refused syntheses on machines whose page cache was full."""
+    import os
+
+    import psutil
+
+    from MRISynthesisLib.checks import available_memory_bytes
+
+    free_pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    available = available_memory_bytes()
+    assert abs(available - psutil.virtual_memory().available) < 0.05 * psutil.virtual_memory().total
+    assert available >= 0.95 * free_pages

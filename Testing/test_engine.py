@@ -9,7 +9,8 @@ import torch
 
 from MRISynthesisLib.engine.conditioning import ConditionalDenoiser, build_unet
 from MRISynthesisLib.engine.lora import LoRAAdapter, freeze, trainable_share
-from MRISynthesisLib.engine.model import SynthesisModel, build_networks
+from MRISynthesisLib.engine.demist import build_networks
+from MRISynthesisLib.engine.model import SynthesisModel
 from MRISynthesisLib.engine.sampling import (DDIMSampler, DPMSolverPP2M, RunningMoments, denoise, make_sampler,
                                              inference_timesteps)
 from MRISynthesisLib.engine.tiling import plan_tile
@@ -218,8 +219,8 @@ def test_memory_plan_tiles_only_when_needed():
 
 
 def test_export_and_load_roundtrip_verifies_sha256(tmp_path, model):
-    from MRISynthesisLib.models.export import write_model
-    from MRISynthesisLib.models.registry import ModelRegistry
+    from MRISynthesisLib.model_store.export import write_model
+    from MRISynthesisLib.model_store.registry import ModelRegistry
 
     folder = tmp_path / "tiny-test"
     card = write_model(folder, tiny_card(), model.networks.state_dicts())

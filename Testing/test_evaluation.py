@@ -18,7 +18,7 @@ SPACING = 6.0
 def home(tmp_path_factory):
     """A model home with a tiny diffusion model (conftest) and a tiny UNet baseline trained for two steps by the
     real training command."""
-    from MRISynthesisLib.evaluation import train_baseline
+    from MRISynthesisLib.training import train_baseline
 
     root = write_tiny_model(tmp_path_factory.mktemp("home"), spacing=SPACING, training_seeds=(0, 1, 2))
     assert train_baseline.main(["--task", "myelin-psr", "--out", str(root / "models" / "myelin-psr-unet-baseline"),
@@ -49,7 +49,7 @@ def test_linear_baseline_recovers_a_quadratic_exactly():
 
 def test_unet_baseline_card_loads_and_predicts(home):
     from MRISynthesisLib.evaluation.baselines import UNetRegressor
-    from MRISynthesisLib.models.registry import ModelRegistry
+    from MRISynthesisLib.model_store.registry import ModelRegistry
 
     registry = ModelRegistry(home, bundled_dir=home / "none")
     unet = UNetRegressor.from_registry(registry, "myelin-psr-unet-baseline")
@@ -78,17 +78,18 @@ def test_evaluate_end_to_end_on_one_held_out_phantom(home, tmp_path, monkeypatch
     write_volume(subject.masks["lesion"], real / "lesions.nii.gz", np.uint8)
     out = tmp_path / "eval"
     code = main(["evaluate", "--task", "myelin-psr", "--n", "1", "--out", str(out), "--steps", "2",
-                 "--fit-subjects", "1", "--threads", "1", "--quiet", "--real", str(real)])
+                 "--fit-subjects", "1", "--threads", "1", "--quiet", "--real", str(real), "--acquisition", "randomized",
+                 "--samples", "2"])
     assert code == 0
     report = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
-    assert set(report["summary"]) == {"diffusion", "linear", "unet", "truth via model grid"}
+    assert set(report["summary"]) == {"diffusion", "mean predictor", "linear", "unet", "truth via model grid"}
     assert report["held_out"]["seeds"] == [10000] and report["cases"][0]["case"] == "phantom-10000-ms"
     assert report["baselines"]["linear"]["fit_seeds"] == [0]
     case = report["cases"][0]
     for method in ("diffusion", "linear", "unet"):
         values = case["methods"][method]["metrics"]["psr"]
         assert 0 < values["ssim"] <= 1 and values["mae"] > 0 and values["lesion_mae"] > 0
-        assert math.isfinite(values["psnr"]) and values["data_range"] > 0
+        assert math.isfinite(values["psnr"]) and math.isfinite(values["psnr_truth_range"])
     # a fitted quadratic of T1w/FLAIR explains PSR far better than the untrained tiny networks
     linear, diffusion = case["methods"]["linear"]["metrics"]["psr"], case["methods"]["diffusion"]["metrics"]["psr"]
     assert linear["mae"] < diffusion["mae"] and linear["psnr"] > diffusion["psnr"] + 3
@@ -106,7 +107,8 @@ def test_evaluate_end_to_end_on_one_held_out_phantom(home, tmp_path, monkeypatch
     assert {"wm", "gm", "csf", "lesion", "nawm", "wm_gt_gm_gt_csf", "lesion_below_nawm"} <= set(linear_real)
     assert "evaluation.md" in capsys.readouterr().out
     # the reports exist: a second run refuses to overwrite them
-    assert main(["evaluate", "--task", "myelin-psr", "--n", "1", "--out", str(out), "--quiet"]) == 2
+    assert main(["evaluate", "--task", "myelin-psr", "--n", "1", "--out", str(out), "--quiet",
+                 "--acquisition", "randomized"]) == 2
 
 
 def test_evaluate_refuses_held_out_seeds_used_for_training(home, tmp_path, monkeypatch):
@@ -168,7 +170,7 @@ def test_evaluate_without_the_model_exits_3_and_writes_nothing(tmp_path, monkeyp
     from MRISynthesisLib.cli import main
 
     monkeypatch.setenv("MRISYNTHESIS_HOME", str(tmp_path / "empty"))
-    import MRISynthesisLib.models.registry as registry_module
+    import MRISynthesisLib.model_store.registry as registry_module
 
     monkeypatch.setattr(registry_module, "BUNDLED_DIR", tmp_path / "no-bundled")  # even if a model ships later
     assert main(["evaluate", "--task", "myelin-psr", "--out", str(tmp_path / "out"), "--quiet"]) == 3

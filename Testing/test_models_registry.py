@@ -15,8 +15,8 @@ import torch
 
 from MRISynthesisLib.cli import main
 from MRISynthesisLib.errors import InputError, ModelNotInstalledError
-from MRISynthesisLib.models import ModelCard, ModelRegistry, write_model
-from MRISynthesisLib.models.download import download
+from MRISynthesisLib.model_store import ModelCard, ModelRegistry, write_model
+from MRISynthesisLib.model_store.download import download
 
 
 def card_fields(model_id="test-psr", version="1.0.0") -> dict:

@@ -189,9 +189,10 @@ def test_setup_on_real_framework_labels_combos_and_fills_devices_without_traceba
     ui = widget.ui
     labels = [ui.taskComboBox.itemText(i) for i in range(ui.taskComboBox.count())]
     assert "Myelin PSR from T1w + FLAIR" in labels and not any("_" in label for label in labels)
-    assert [ui.qualityComboBox.itemText(i) for i in range(3)] == ["fast (4 steps)", "balanced (10 steps)",
-                                                                "best (25 steps)"]
-    assert "4 sampling steps" in ui.qualityComboBox.toolTip and "25 sampling steps" in ui.qualityComboBox.toolTip
+    assert [ui.qualityComboBox.itemText(i) for i in range(3)] == [
+        "fast (4 steps x 2 samples)", "balanced (10 steps x 4 samples)", "best (25 steps x 8 samples)"]
+    assert "4 sampling steps" in ui.qualityComboBox.toolTip and "mean of 8 samples, 25 sampling steps" in \
+        ui.qualityComboBox.toolTip
     assert ui.deviceComboBox.itemData(ui.deviceComboBox.currentIndex) == "auto"
     assert widget._parameterNode.device == "auto"
 
@@ -213,7 +214,24 @@ def test_task_switch_relabels_slots_for_the_new_task_and_apply_sends_its_names(e
     task, names, options = widget.logic.starts[0]
     assert task == "myelin-psr" and names == {"t1w": "sub T1w", "flair": "sub FLAIR"}
     assert options["steps"] == 10 and options["device"] == "auto"
+    assert options["samples"] == 4  # samples left at 0: the balanced preset's K
     widget.panel.cancel()
+
+
+def test_apply_sends_the_presets_samples_unless_the_user_sets_them(env):
+    widget = make_widget(env)
+    params = widget._parameterNode
+    params.input0, params.input1 = volume_node(env, "sub T1w"), volume_node(env, "sub FLAIR")
+    from MRISynthesisGUI.parameters import QualityPreset
+
+    params.quality = QualityPreset.FAST
+    widget.ui.applyButton.click()
+    widget.panel.cancel()
+    params.samples = 3
+    widget.ui.applyButton.click()
+    widget.panel.cancel()
+    (_, _, fast), (_, _, chosen) = widget.logic.starts[:2]
+    assert (fast["steps"], fast["samples"]) == (4, 2) and (chosen["steps"], chosen["samples"]) == (4, 3)
 
 
 def test_settings_are_remembered_across_sessions(env):

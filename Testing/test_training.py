@@ -175,7 +175,7 @@ def _ddp_worker_saving(rank: int, world_size: int, port: int, out: str) -> None:
 
 def test_export_writes_a_loadable_model_with_heldout_metrics(run_dir, tmp_path):
     from MRISynthesisLib.engine.model import SynthesisModel
-    from MRISynthesisLib.models.registry import ModelRegistry
+    from MRISynthesisLib.model_store.registry import ModelRegistry
     from MRISynthesisLib.training.export import export_run
 
     out, _ = run_dir

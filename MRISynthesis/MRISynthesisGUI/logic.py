@@ -133,7 +133,7 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def resultsRoot() -> Path:
-        from MRISynthesisLib.models.registry import default_home
+        from MRISynthesisLib.model_store.registry import default_home
 
         return Path(default_home()) / "results"
 

@@ -17,7 +17,7 @@ from slicer.i18n import tr as _
 
 from MRISynthesisLib.tasks import QUALITY_STEPS, get_task
 
-from .parameters import INPUT_SLOTS, OUTPUT_SLOTS, QualityPreset, TaskChoice, quality_tooltip
+from .parameters import INPUT_SLOTS, OUTPUT_SLOTS, QualityPreset, TaskChoice, quality_tooltip, samples_for
 
 LOG_LINES = 1000  # the log keeps the last lines only
 DETAIL_LINES = 50  # worker lines shown under "Show details" of an error
@@ -206,7 +206,7 @@ class SynthesisPanel:
             return
         outputs = {spec.name: getattr(parameters, f"output{slot}") for slot, spec in enumerate(task.outputs[:OUTPUT_SLOTS])}
         options = {"device": parameters.device, "steps": QUALITY_STEPS[parameters.quality.value],
-                   "samples": parameters.samples, "seed": parameters.seed}
+                   "samples": samples_for(parameters.samples, parameters.quality), "seed": parameters.seed}
         try:
             self.process, self.runContext = self.logic.start(task.id, self.inputs(), parameters.mask,
                                                              parameters.lesionSegmentation, options, outputs)
@@ -296,7 +296,7 @@ class SynthesisPanel:
 
     # ------------------------------------------------------------------------------------------- models
     def updateModels(self) -> None:
-        from MRISynthesisLib.models.registry import ModelRegistry
+        from MRISynthesisLib.model_store.registry import ModelRegistry
 
         registry, table = ModelRegistry(), self.ui.modelsTable
         cards = registry.list(include_available=True)
@@ -318,7 +318,7 @@ class SynthesisPanel:
                                               _("Model card (*.json)"))
         if not path:
             return
-        from MRISynthesisLib.models.registry import ModelRegistry
+        from MRISynthesisLib.model_store.registry import ModelRegistry
 
         try:
             card = ModelRegistry().install(path)
@@ -329,7 +329,7 @@ class SynthesisPanel:
         self.updateModels()
 
     def onOpenCache(self) -> None:
-        from MRISynthesisLib.models.registry import ModelRegistry
+        from MRISynthesisLib.model_store.registry import ModelRegistry
 
         folder = ModelRegistry().models_dir
         folder.mkdir(parents=True, exist_ok=True)
@@ -340,7 +340,7 @@ class SynthesisPanel:
             qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(self.resultsFolder)))
 
     def onClearCache(self) -> None:
-        from MRISynthesisLib.models.registry import ModelRegistry
+        from MRISynthesisLib.model_store.registry import ModelRegistry
 
         registry = ModelRegistry()
         if not slicer.util.confirmOkCancelDisplay(

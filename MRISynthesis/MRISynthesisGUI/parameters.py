@@ -14,7 +14,7 @@ from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 
-from MRISynthesisLib.tasks import QUALITY_STEPS, TASKS
+from MRISynthesisLib.tasks import QUALITY_SAMPLES, QUALITY_STEPS, TASKS
 
 INPUT_SLOTS = 4
 OUTPUT_SLOTS = 4
@@ -37,11 +37,18 @@ class QualityPreset(enum.Enum):
     BEST = "best"
 
     def label(self) -> str:
-        return _("{0} ({1} steps)").format(_(self.value), QUALITY_STEPS[self.value])
+        return _("{0} ({1} steps x {2} samples)").format(_(self.value), QUALITY_STEPS[self.value],
+                                                         QUALITY_SAMPLES[self.value])
 
 
 def quality_tooltip() -> str:
-    return ", ".join(_("{0}: {1} sampling steps").format(_(name), steps) for name, steps in QUALITY_STEPS.items())
+    return ", ".join(_("{0}: mean of {1} samples, {2} sampling steps each").format(
+        _(name), QUALITY_SAMPLES[name], steps) for name, steps in QUALITY_STEPS.items())
+
+
+def samples_for(samples: int, quality: "QualityPreset") -> int:
+    """The number of samples to average: the user's choice, or the quality preset's when left at 0."""
+    return int(samples) if samples > 0 else QUALITY_SAMPLES[quality.value]
 
 
 @parameterNodeWrapper
@@ -59,5 +66,5 @@ class MRISynthesisParameterNode:
     output3: Optional[vtkMRMLScalarVolumeNode] = None
     device: str = "auto"  # "auto", "cpu", "cuda:N" or "mps"; its combo box is filled at run time
     quality: QualityPreset = QualityPreset.BALANCED
-    samples: Annotated[int, WithinRange(1, 16)] = 1
+    samples: Annotated[int, WithinRange(0, 16)] = 0  # 0 = the quality preset's number of samples
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0

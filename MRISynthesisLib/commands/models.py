@@ -78,7 +78,7 @@ def _row(card, registry) -> dict:
 
 
 def run_list(args) -> int:
-    from ..models.registry import ModelRegistry
+    from ..model_store.registry import ModelRegistry
 
     registry = ModelRegistry()
     rows = [_row(card, registry) for card in registry.list(include_available=True)]
@@ -98,8 +98,8 @@ def run_list(args) -> int:
 
 
 def run_install(args) -> int:
-    from ..models.download import TqdmProgress
-    from ..models.registry import ModelRegistry
+    from ..model_store.download import TqdmProgress
+    from ..model_store.registry import ModelRegistry
 
     registry = ModelRegistry()
     with TqdmProgress() as bars:
@@ -114,7 +114,7 @@ def run_install(args) -> int:
 
 def run_verify(args) -> int:
     from ..errors import InputError, ModelNotInstalledError
-    from ..models.registry import ModelRegistry
+    from ..model_store.registry import ModelRegistry
 
     registry = ModelRegistry()
     model_ids = args.model_ids or [card.id for card in registry.list()]
@@ -137,7 +137,7 @@ def run_verify(args) -> int:
 
 def run_remove(args) -> int:
     from ..errors import InputError
-    from ..models.registry import ModelRegistry
+    from ..model_store.registry import ModelRegistry
 
     registry = ModelRegistry()
     if args.all == bool(args.model_ids):
@@ -154,7 +154,7 @@ def run_remove(args) -> int:
 
 
 def run_path(args) -> int:
-    from ..models.registry import ModelRegistry
+    from ..model_store.registry import ModelRegistry
 
     registry = ModelRegistry()
     print(registry.card(args.model_id).folder if args.model_id else registry.models_dir)

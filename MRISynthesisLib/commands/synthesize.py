@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
-from ..tasks import QUALITY_STEPS
+from ..tasks import QUALITY_SAMPLES, QUALITY_STEPS
 
 
 def parse_inputs(pairs: list[str]) -> dict[str, str]:
@@ -43,10 +43,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if usable, else CPU), cpu, cuda or cuda:N")
     parser.add_argument("--steps", type=int, help="sampling steps (default from --quality)")
     parser.add_argument("--quality", choices=list(QUALITY_STEPS), default="balanced",
-                        help="preset for --steps: " + ", ".join(f"{k}={v}" for k, v in QUALITY_STEPS.items()))
+                        help="preset for --steps and --samples: " + ", ".join(
+                            f"{k}={v} steps x {QUALITY_SAMPLES[k]} samples" for k, v in QUALITY_STEPS.items()))
     parser.add_argument("--sampler", choices=["dpm++", "ddim"], default="dpm++", help="diffusion sampler")
-    parser.add_argument("--samples", type=int, default=1,
-                        help="number of samples averaged; > 1 also writes a per-voxel standard deviation map")
+    parser.add_argument("--samples", type=int,
+                        help="number of samples whose mean is the output map (default from --quality: "
+                        + ", ".join(f"{k}={v}" for k, v in QUALITY_SAMPLES.items())
+                        + "); > 1 also writes their per-voxel standard deviation as the uncertainty map")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same device -> same result)")
     parser.add_argument("--register", choices=["auto", "always", "never"], default="auto",
                         help="rigid registration of inputs to the reference: auto = only when they do not overlap")
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     request = SynthesisRequest(
         task_id=args.task, inputs=parse_inputs(args.input), output_dir=args.output, reference=args.reference,
         mask=args.mask, lesions=args.lesions, device=args.device, steps=args.steps or QUALITY_STEPS[args.quality],
-        samples=args.samples, seed=args.seed, sampler=args.sampler, overwrite=args.overwrite,
+        samples=args.samples or QUALITY_SAMPLES[args.quality], seed=args.seed, sampler=args.sampler, overwrite=args.overwrite,
         register=args.register, output_format=args.output_format)
     bar = tqdm(total=100, unit="%", disable=args.quiet, bar_format="{desc:<12}{percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
     weights = {"read": (0, 5), "align": (5, 10), "preprocess": (10, 15), "sample": (15, 90), "postprocess": (90, 95),

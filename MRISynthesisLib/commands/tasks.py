@@ -13,7 +13,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..models.registry import ModelRegistry
+    from ..model_store.registry import ModelRegistry
     from ..tasks import TASKS
 
     registry = ModelRegistry()

@@ -1,7 +1,10 @@
 """``mrisynthesis train``: train one stage of a task's latent diffusion model, or export a finished run.
 
-Stages run in order into one run folder: autoencoder -> diffusion -> control -> export. Each stage is
-resumable (``--resume``) and runs under ``torchrun --nproc_per_node N`` with DDP (gloo on CPU, nccl on CUDA).
+Two recipes, each a sequence of stages into one run folder, every stage resumable (``--resume``):
+
+- ``latent-residual`` (default, ``training.latent_residual``): autoencoder -> latent -> export; one process.
+- ``demist``: autoencoder -> diffusion -> control -> export (frozen backbone + ControlNet + tokens + LoRA);
+  runs under ``torchrun --nproc_per_node N`` with DDP (gloo on CPU, nccl on CUDA).
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ import json
 import shlex
 import sys
 
-STAGE_CHOICES = ("autoencoder", "diffusion", "control", "export")
+RECIPE_STAGES = {"latent-residual": ("autoencoder", "latent", "export"),
+                 "demist": ("autoencoder", "diffusion", "control", "export")}
+STAGE_CHOICES = ("autoencoder", "latent", "diffusion", "control", "export")
 
 
 def add_parser(subparsers) -> None:
@@ -19,10 +24,14 @@ def add_parser(subparsers) -> None:
         description="Train the conditional latent diffusion model of a task, one stage at a time, into RUN_DIR; "
                     "'--stage export' writes the model folder (card.json + safetensors).")
     parser.add_argument("--task", required=True, help="task id, e.g. myelin-psr")
+    parser.add_argument("--recipe", default="latent-residual", choices=list(RECIPE_STAGES),
+                        help="latent-residual (default): shared MR autoencoder, then latent mean predictor + "
+                        "residual diffusion; demist: aligned autoencoders, backbone, then ControlNet + tokens + LoRA")
     parser.add_argument("--stage", required=True, choices=STAGE_CHOICES,
-                        help="autoencoder: the two aligned autoencoders; diffusion: the unconditional latent "
-                        "denoiser (backbone); control: ControlNet + tokens + LoRA on the frozen backbone; "
-                        "export: write the model folder (card.json + safetensors) with held-out metrics")
+                        help="autoencoder: the autoencoder(s); latent (latent-residual): mean predictor + residual "
+                        "diffusion on precomputed latents; diffusion (demist): the unconditional latent denoiser; "
+                        "control (demist): ControlNet + tokens + LoRA on the frozen backbone; export: write the "
+                        "model folder (card.json + safetensors) with held-out metrics")
     parser.add_argument("--data", default="phantom", help="'phantom' (generated on the fly) or a folder of "
                         "subject folders written by 'mrisynthesis phantom'")
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (checkpoints, logs, weights)")
@@ -48,7 +57,15 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--architecture", default=None, help="JSON merged into the default network configuration")
     parser.add_argument("--model-dir", default=None, help="export: model folder to write (default RUN_DIR/model)")
     parser.add_argument("--model-version", default="0.1.0", help="export: version written in the card")
-    parser.add_argument("--heldout", type=int, default=4, help="export: held-out phantom subjects for metrics")
+    parser.add_argument("--heldout", type=int, default=4, help="export: held-out phantom subjects for metrics "
+                        "(latent-residual autoencoder stage: for its reconstruction PSNR)")
+    parser.add_argument("--init-from", default="", metavar="MODEL_ID",
+                        help="latent stage (latent-residual): start from the weights of this installed or bundled "
+                        "model, e.g. myelin-psr, to continue training a shipped model in a later session")
+    parser.add_argument("--samples", type=int, default=4, help="export (latent-residual): samples averaged for the "
+                        "held-out metrics")
+    parser.add_argument("--float32", action="store_true", help="export (latent-residual): keep float32 weights "
+                        "(default float16; the card records the difference)")
     parser.set_defaults(func=run)
 
 
@@ -60,6 +77,17 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     command = "mrisynthesis " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.stage not in RECIPE_STAGES[args.recipe]:
+        raise InputError(f"recipe {args.recipe} has stages {', '.join(RECIPE_STAGES[args.recipe])}, not "
+                         f"{args.stage!r}", name="--stage")
+    architecture_overrides = {}
+    if args.architecture:
+        try:
+            architecture_overrides = json.loads(args.architecture)
+        except json.JSONDecodeError as error:
+            raise InputError(f"is not valid JSON ({error.msg})", name="--architecture") from None
+    if args.recipe == "latent-residual":
+        return _run_latent_residual(args, command, architecture_overrides)
     if args.stage == "export":
         from ..training.export import export_run
 
@@ -73,15 +101,7 @@ def run(args) -> int:
     from ..training import distributed
     from ..training.loops import DEFAULT_ARCHITECTURE, TrainConfig, train
 
-    architecture = json.loads(json.dumps(DEFAULT_ARCHITECTURE))
-    if args.architecture:
-        try:
-            overrides = json.loads(args.architecture)
-        except json.JSONDecodeError as error:
-            raise InputError(f"is not valid JSON ({error.msg})", name="--architecture") from None
-        for key, value in overrides.items():
-            architecture[key] = {**architecture[key], **value} if isinstance(value, dict) and \
-                isinstance(architecture.get(key), dict) else value
+    architecture = _merged(DEFAULT_ARCHITECTURE, architecture_overrides)
     config = TrainConfig(task=args.task, stage=args.stage, out=args.out, data=args.data, steps=args.steps,
                          batch=args.batch, spacing=args.spacing, crop=list(args.crop), multiple=args.multiple,
                          subjects=args.subjects, seed=args.seed, lr=args.lr, resume=args.resume,
@@ -95,4 +115,38 @@ def run(args) -> int:
         distributed.shutdown(context)
     if context.is_main:
         print(json.dumps({k: final[k] for k in ("stage", "steps", "duration_s", "sec_per_step")}, indent=2))
+    return 0
+
+
+def _merged(defaults: dict, overrides: dict) -> dict:
+    """``defaults`` with ``overrides`` merged one level deep (a dict value updates the default dict)."""
+    architecture = json.loads(json.dumps(defaults))
+    for key, value in overrides.items():
+        architecture[key] = {**architecture[key], **value} if isinstance(value, dict) and \
+            isinstance(architecture.get(key), dict) else value
+    return architecture
+
+
+def _run_latent_residual(args, command: str, overrides: dict) -> int:
+    if args.stage == "export":
+        from ..training.export import export_latent_residual_run
+
+        card = export_latent_residual_run(args.out, args.task, args.model_dir or f"{args.out}/model",
+                                          version=args.model_version, heldout=args.heldout, samples=args.samples,
+                                          half=not args.float32, command=command)
+        print(json.dumps({"model": str(card.folder), "metrics": {k: v for k, v in card.metrics.items()
+                                                                 if k not in ("subjects", "clean")}}, indent=2))
+        return 0
+    from ..training.latent_residual import DEFAULT_ARCHITECTURE, ResidualTrainConfig, train
+
+    config = ResidualTrainConfig(task=args.task, stage=args.stage, out=args.out, data=args.data, steps=args.steps,
+                                 batch=args.batch, spacing=args.spacing, crop=list(args.crop),
+                                 multiple=args.multiple, subjects=args.subjects, seed=args.seed, lr=args.lr,
+                                 resume=args.resume, save_every=args.save_every, log_every=args.log_every,
+                                 max_minutes=args.max_minutes, ema_decay=args.ema_decay, heldout=args.heldout,
+                                 init_from=args.init_from,
+                                 architecture=_merged(DEFAULT_ARCHITECTURE, overrides), command=command)
+    final = train(config)
+    print(json.dumps({k: final.get(k) for k in ("stage", "steps", "duration_s", "heldout_reconstruction_psnr_db",
+                                                 "architecture_update")}, indent=2))
     return 0

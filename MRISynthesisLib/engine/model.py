@@ -1,89 +1,23 @@
 """``SynthesisModel``: a model card + its weights -> normalised input volumes in, mean and std maps out.
 
-The card's ``architecture`` names every network's configuration (see ``build_networks``); its weight files
-are keyed by stem: ``autoencoder_inputs``, ``autoencoder_target``, ``unet`` and, when the conditioning
-streams exist, ``controlnet``, ``tokens``, ``lora``.
+The card's ``architecture`` is parsed once into a typed object by its ``family``: ``latent-residual`` (the
+default recipe, ``engine.latent_residual``) or ``demist-ldm`` (frozen backbone + ControlNet + tokens + LoRA,
+``engine.demist``). Weight files are keyed by the networks' stems.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from ..errors import InputError
-from .autoencoder import build_autoencoder, downsampling_factor
-from .conditioning import ConditionalDenoiser, SemanticTokenEncoder, build_controlnet, build_unet
-from .lora import DEFAULT_TARGETS, LoRAAdapter
+from .demist import DemistArchitecture, build_networks
+from .latent_residual import FAMILY as RESIDUAL_FAMILY
+from .latent_residual import LatentResidualArchitecture, LatentResidualNetworks, sample_latents
 from .sampling import SAMPLERS, RunningMoments, denoise, make_sampler
 from .tiling import estimate_autoencoder_bytes, memory_budget, plan_tile, tiled
-
-
-@dataclass
-class Networks:
-    """Every network of one latent-diffusion model (weights may still be untrained)."""
-
-    autoencoder_inputs: nn.Module
-    autoencoder_target: nn.Module
-    denoiser: ConditionalDenoiser
-
-    def state_dicts(self) -> dict[str, dict[str, torch.Tensor]]:
-        """Weights per file stem (the layout of a model folder)."""
-        denoiser = self.denoiser
-        result = {"autoencoder_inputs": self.autoencoder_inputs.state_dict(),
-                  "autoencoder_target": self.autoencoder_target.state_dict(),
-                  "unet": denoiser.backbone.state_dict()}
-        for stem, module in (("controlnet", denoiser.controlnet), ("tokens", denoiser.token_encoder),
-                             ("lora", denoiser.lora)):
-            if module is not None:
-                result[stem] = module.state_dict()
-        return {stem: {k: v.detach().contiguous() for k, v in sd.items()} for stem, sd in result.items()}
-
-    def load_state_dicts(self, state_dicts: dict[str, dict[str, torch.Tensor]], model_id: str = "model") -> None:
-        """Load weights per file stem, strictly (every expected stem and key must be present)."""
-        modules = {"autoencoder_inputs": self.autoencoder_inputs, "autoencoder_target": self.autoencoder_target,
-                   "unet": self.denoiser.backbone, "controlnet": self.denoiser.controlnet,
-                   "tokens": self.denoiser.token_encoder, "lora": self.denoiser.lora}
-        for stem, module in modules.items():
-            if module is None:
-                continue
-            if stem not in state_dicts:
-                raise InputError(f"weights {stem!r} are missing (has {', '.join(sorted(state_dicts))})",
-                                 name=f"model {model_id}")
-            try:
-                module.load_state_dict(state_dicts[stem], strict=True)
-            except RuntimeError as error:
-                raise InputError(f"weights {stem!r} do not fit the card's architecture: "
-                                 f"{str(error).splitlines()[0]}", name=f"model {model_id}") from None
-
-
-def build_networks(architecture: dict, input_channels: int, output_channels: int) -> Networks:
-    """Networks from a card's ``architecture``: ``autoencoder_inputs``, ``autoencoder_target``, ``unet`` configs
-    and optional ``controlnet``, ``tokens``, ``lora`` configs (a missing/null entry = that stream absent)."""
-    autoencoder_inputs = build_autoencoder(input_channels, architecture.get("autoencoder_inputs"))
-    autoencoder_target = build_autoencoder(output_channels, architecture.get("autoencoder_target"))
-    if downsampling_factor(architecture.get("autoencoder_inputs")) != \
-            downsampling_factor(architecture.get("autoencoder_target")):
-        raise ValueError("the input and target autoencoders must share one latent grid (same number of levels)")
-    latent = autoencoder_target.latent_channels
-    condition = autoencoder_inputs.latent_channels
-    unet_config = architecture.get("unet") or {}
-    backbone = build_unet(latent, unet_config)
-    controlnet = tokens = lora = None
-    if architecture.get("controlnet") is not None:
-        controlnet = build_controlnet(latent, condition, {**unet_config, **architecture["controlnet"]})
-    if architecture.get("tokens") is not None:
-        config = architecture["tokens"]
-        tokens = SemanticTokenEncoder(condition, int(unet_config.get("cross_attention_dim", 64)),
-                                      config.get("grid", (2, 2, 2)), int(config.get("hidden", 64)))
-    if architecture.get("lora") is not None:
-        config = architecture["lora"]
-        lora = LoRAAdapter(backbone, int(config.get("rank", 4)), float(config.get("alpha", 4.0)),
-                           tuple(config.get("targets", DEFAULT_TARGETS)))
-    return Networks(autoencoder_inputs, autoencoder_target, ConditionalDenoiser(backbone, controlnet, tokens, lora))
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -129,15 +63,37 @@ class SynthesisModel:
         self.multiple = int(self.card.get("multiple", 1))
         self.architecture = self.card["architecture"]
         self.device = resolve_device(device)
-        self.networks = build_networks(self.architecture, len(self.inputs), len(self.outputs))
+        self.residual_networks = None
+        if isinstance(self.architecture, dict) and self.architecture.get("family") == RESIDUAL_FAMILY:
+            self._init_latent_residual(state_dicts)
+            return
+        try:
+            self.demist = DemistArchitecture.from_dict(self.architecture)
+        except ValueError as error:
+            raise InputError(f"card architecture is invalid: {error}", name=f"model {self.model_id}") from None
+        self.networks = build_networks(self.demist, len(self.inputs), len(self.outputs))
         self.networks.load_state_dicts(state_dicts, self.model_id)
         for module in (self.networks.autoencoder_inputs, self.networks.autoencoder_target, self.networks.denoiser):
             module.to(self.device).eval()
-        scales = self.architecture.get("latent_scale", {})
-        self.scale_inputs = float(scales.get("inputs", 1.0))
-        self.scale_target = float(scales.get("target", 1.0))
-        self.factor = downsampling_factor(self.architecture.get("autoencoder_target"))
-        self.schedule = self.architecture.get("schedule")
+        self.scale_inputs, self.scale_target = self.demist.latent_scale_inputs, self.demist.latent_scale_target
+        self.factor = self.demist.factor
+        self.schedule = self.demist.schedule
+
+    def _init_latent_residual(self, state_dicts) -> None:
+        try:
+            architecture = LatentResidualArchitecture.from_dict(self.architecture)
+        except ValueError as error:
+            raise InputError(f"card architecture is invalid: {error}", name=f"model {self.model_id}") from None
+        networks = LatentResidualNetworks(architecture, len(self.inputs), len(self.outputs))
+        try:
+            networks.load_state_dicts(state_dicts)
+        except (KeyError, RuntimeError) as error:
+            message = str(error).strip("'\"").splitlines()[0]
+            raise InputError(f"weights do not fit the card's architecture: {message}",
+                             name=f"model {self.model_id}") from None
+        self.residual_networks = networks.to(self.device).eval()
+        self.factor = architecture.factor
+        self.schedule = architecture.schedule
 
     @classmethod
     def from_registry(cls, registry, model_id: str, device: str | torch.device = "auto") -> "SynthesisModel":
@@ -168,7 +124,7 @@ class SynthesisModel:
     def encode_inputs(self, inputs: torch.Tensor, tile=None) -> torch.Tensor:
         """Normalised inputs ``(1, C_in, D, H, W)`` -> scaled input latent ``(1, Lc, D/f, H/f, W/f)``."""
         autoencoder = self.networks.autoencoder_inputs
-        channels = list(self.architecture.get("autoencoder_inputs", {}).get("channels", [16]))
+        channels = self.demist.autoencoder_inputs["channels"]
         z_mu = self._autoencoder_pass(lambda x: autoencoder.encode(x)[0], inputs, channels, tile, 1)
         return z_mu * self.scale_inputs
 
@@ -176,7 +132,7 @@ class SynthesisModel:
     def decode_target(self, latent: torch.Tensor, tile=None) -> torch.Tensor:
         """Scaled target latent ``(1, L, d, h, w)`` -> normalised target maps ``(1, C_out, d*f, h*f, w*f)``."""
         autoencoder = self.networks.autoencoder_target
-        channels = list(self.architecture.get("autoencoder_target", {}).get("channels", [16]))
+        channels = self.demist.autoencoder_target["channels"]
         return self._autoencoder_pass(autoencoder.decode, latent / self.scale_target, channels, tile, self.factor)
 
     def _check_inputs(self, inputs) -> torch.Tensor:
@@ -195,7 +151,7 @@ class SynthesisModel:
     @torch.inference_mode()
     def predict(self, inputs: torch.Tensor, steps: int = 10, samples: int = 1, seed: int = 0,
                 sampler: str = "dpm++", progress: Callable[[int, int], None] | None = None,
-                cancel: Callable[[], bool] | None = None, eta: float = 0.0, tile=None
+                cancel: Callable[[], bool] | None = None, eta: float = 0.0, tile=None, residual: bool = True
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample the output maps ``samples`` times and return their per-voxel mean and standard deviation.
 
@@ -209,6 +165,8 @@ class SynthesisModel:
             cancel: polled between steps; returning True raises ``CancelledError``.
             tile: None = tile the autoencoders only when the memory estimate needs it; False = never;
                 a tuple = this full-resolution tile size.
+            residual: latent-residual models only: False skips the diffusion model and decodes the deterministic
+                mean prediction (the ablation "predictor only"; ``std`` is then zeros).
 
         Returns:
             ``(mean, std)``: float32 ``(1, C_out, D, H, W)`` on the CPU, normalised output units.
@@ -221,17 +179,27 @@ class SynthesisModel:
         inputs = self._check_inputs(inputs)
         generator = torch.Generator("cpu").manual_seed(int(seed))
         moments = RunningMoments()
+        if self.residual_networks is not None:
+            networks = self.residual_networks
+            channels = list(networks.architecture.autoencoder.get("channels", [16]))
+            with self._autocast():
+                condition = self._autoencoder_pass(networks.encode, inputs, channels, tile, 1).float()
+                sample_latents(networks, condition, make_sampler(sampler, self.schedule, eta, generator), steps,
+                               samples, generator, lambda latent: moments.add(self._autoencoder_pass(
+                                   networks.decode, latent, channels, tile, self.factor).float()),
+                               progress, cancel, residual)
+            return moments.mean.cpu(), moments.std().cpu()
         with self._autocast():
             condition = self.encode_inputs(inputs, tile).float()
             latent_shape = (1, self.networks.autoencoder_target.latent_channels, *condition.shape[2:])
-            scheduler = make_sampler(sampler, self.schedule)
+            scheduler = make_sampler(sampler, self.schedule, eta, generator)
 
             def predict_output(latent, timesteps):
                 return self.networks.denoiser(latent, timesteps, condition)
 
             for index in range(samples):
                 noise = torch.randn(latent_shape, generator=generator).to(self.device)
-                latent = denoise(predict_output, noise, scheduler, steps, generator, eta, progress, cancel,
+                latent = denoise(predict_output, noise, scheduler, steps, progress, cancel,
                                  step_offset=index * steps, total_steps=samples * steps)
                 moments.add(self.decode_target(latent, tile).float())
         return moments.mean.cpu(), moments.std().cpu()

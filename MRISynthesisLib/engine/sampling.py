@@ -71,7 +71,13 @@ class DDIMSampler(DDIMScheduler):
 
     (MONAI's ``DDIMScheduler.step`` assumes the steps are ``T // n`` apart, which its own ``linspace``
     timesteps are not for most ``n``; here any ``n`` lands exactly on the clean sample after the last step.)
+    ``eta`` (0 = deterministic) and the step-noise ``generator`` are fixed at construction, so ``step`` has the
+    common contract ``step(model_output, timestep, sample)``.
     """
+
+    def __init__(self, *args, eta: float = 0.0, generator: torch.Generator | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eta, self.generator = float(eta), generator
 
     def set_timesteps(self, num_inference_steps: int, device=None) -> None:
         self.num_inference_steps = num_inference_steps
@@ -81,7 +87,8 @@ class DDIMSampler(DDIMScheduler):
         later = self.timesteps[self.timesteps < timestep]
         return int(later.max()) if len(later) else -1
 
-    def step(self, model_output, timestep, sample, eta: float = 0.0, generator: torch.Generator | None = None):
+    def step(self, model_output, timestep, sample):
+        eta, generator = self.eta, self.generator
         timestep = int(timestep)
         previous = self._previous(timestep)
         alpha_prod = self.alphas_cumprod[timestep]
@@ -118,7 +125,7 @@ class DPMSolverPP2M(Scheduler):
         alpha, sigma = alpha_prod.sqrt(), (1 - alpha_prod).sqrt()
         return alpha, sigma, torch.log(alpha) - torch.log(sigma)
 
-    def step(self, model_output, timestep, sample, generator=None):
+    def step(self, model_output, timestep, sample):
         timestep = int(timestep)
         index = self._index
         previous = int(self.timesteps[index + 1]) if index + 1 < len(self.timesteps) else -1
@@ -139,8 +146,27 @@ class DPMSolverPP2M(Scheduler):
         return prev_sample, x0
 
 
-def make_sampler(name: str, config: dict | None = None):
-    """A sampler by name (``"dpm++"``, ``"ddim"``, ``"ddpm"``) on the model's noise schedule."""
+class DDPMSampler(DDPMScheduler):
+    """MONAI's DDPM (the slow reference) with the common ``step(model_output, timestep, sample)`` contract: the
+    step noise comes from a seeded CPU ``generator`` fixed at construction (bitwise repeatable on any device)."""
+
+    def __init__(self, *args, generator: torch.Generator | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generator = generator
+
+    def step(self, model_output, timestep, sample):
+        previous, x0 = super().step(model_output.cpu(), timestep, sample.cpu(), generator=self.generator)
+        return previous.to(sample.device), x0.to(sample.device)
+
+
+def make_sampler(name: str, config: dict | None = None, eta: float = 0.0, generator: torch.Generator | None = None):
+    """A sampler by name (``"dpm++"``, ``"ddim"``, ``"ddpm"``) on the model's noise schedule; every one has
+    ``set_timesteps(n)`` and ``step(model_output, timestep, sample) -> (previous sample, predicted x0)``.
+
+    Args:
+        eta: DDIM stochasticity (0 = deterministic); DDPM is always stochastic, DPM-Solver++ never.
+        generator: seeded CPU generator for the step noise of DDIM (eta > 0) and DDPM.
+    """
     config = _schedule(config)
     common = dict(num_train_timesteps=config["num_train_timesteps"], schedule=config["schedule"],
                   beta_start=config["beta_start"], beta_end=config["beta_end"],
@@ -148,21 +174,21 @@ def make_sampler(name: str, config: dict | None = None):
     if name == "dpm++":
         return DPMSolverPP2M(**common)
     if name == "ddim":
-        return DDIMSampler(clip_sample=False, **common)
+        return DDIMSampler(clip_sample=False, eta=eta, generator=generator, **common)
     if name == "ddpm":
-        return DDPMScheduler(clip_sample=False, **common)
+        return DDPMSampler(clip_sample=False, generator=generator, **common)
     raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
 
 def denoise(predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor, sampler,
-            steps: int, generator: torch.Generator | None = None, eta: float = 0.0,
-            progress: Callable[[int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
-            step_offset: int = 0, total_steps: int | None = None) -> torch.Tensor:
-    """Run ``sampler`` for ``steps`` from ``noise`` ``(B, L, d, h, w)`` and return the clean latent.
+            steps: int, progress: Callable[[int, int], None] | None = None,
+            cancel: Callable[[], bool] | None = None, step_offset: int = 0,
+            total_steps: int | None = None) -> torch.Tensor:
+    """Run ``sampler`` (from ``make_sampler``) for ``steps`` from ``noise`` ``(B, L, d, h, w)``; returns the clean
+    latent.
 
     Args:
         predict: network ``(latent, timesteps (B,)) -> output`` in the sampler's prediction type.
-        eta: DDIM stochasticity (0 = deterministic); DDPM is always stochastic, DPM-Solver++ never.
         progress: called as ``progress(step_offset + i, total_steps)`` after each step ``i`` (1-based).
         cancel: polled before each step; when it returns True, ``CancelledError`` is raised.
     """
@@ -173,15 +199,7 @@ def denoise(predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise
         if cancel is not None and cancel():
             raise CancelledError("sampling cancelled")
         batch_t = torch.full((latent.shape[0],), int(timestep), dtype=torch.long, device=latent.device)
-        output = predict(latent, batch_t).float()
-        if isinstance(sampler, DDIMSampler):
-            latent, _ = sampler.step(output, timestep, latent, eta=eta, generator=generator)
-        elif isinstance(sampler, DDPMScheduler):
-            # MONAI draws the step noise on the output's device; our generator lives on the CPU.
-            previous, _ = sampler.step(output.cpu(), timestep, latent.cpu(), generator=generator)
-            latent = previous.to(latent.device)
-        else:
-            latent, _ = sampler.step(output, timestep, latent)
+        latent, _ = sampler.step(predict(latent, batch_t).float(), timestep, latent)
         if progress is not None:
             progress(step_offset + index + 1, total)
     return latent

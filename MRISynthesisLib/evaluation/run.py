@@ -21,7 +21,7 @@ import numpy as np
 from .. import report
 from ..atomic import atomic_write_bytes
 from ..errors import InputError
-from ..models.registry import ModelRegistry
+from ..model_store.registry import ModelRegistry
 from ..tasks import get_task
 from . import harness
 
@@ -107,11 +107,14 @@ def run_evaluation(task_id: str, out: str | Path, data: str = "phantom", n: int 
         cases = harness.folder_cases(data, task_id)[:n]
     progress(f"fitting the linear baseline on {fit_subjects} training phantoms")
     linear, linear_affines, fit_seeds = harness.fit_linear_baseline(task_id, spacing[0], card.multiple, fit_subjects)
-    methods = {
-        "diffusion": harness.diffusion_method(task_id, steps, samples, sample_seed, sampler, device,
-                                              Path(model_home) if model_home else None),
+    home = Path(model_home) if model_home else None
+    methods = {"diffusion": harness.diffusion_method(task_id, steps, samples, sample_seed, sampler, device, home)}
+    if card.architecture.get("family") == "latent-residual":  # ablation: the deterministic mean predictor alone
+        methods["mean predictor"] = harness.diffusion_method(task_id, steps, 1, sample_seed, sampler, device, home,
+                                                             residual=False)
+    methods.update({
         "linear": harness.baseline_method(linear, spacing, card.multiple, percentiles, list(card.inputs), linear_affines),
-    }
+    })
     if unet_card is not None:
         from .baselines import UNetRegressor
 
@@ -145,15 +148,19 @@ def run_evaluation(task_id: str, out: str | Path, data: str = "phantom", n: int 
                      "acquisition": acquisition if data == "phantom" else None,
                      "spacing_mm": list(spacing)},
         "metric_definitions": {
-            "psnr": "dB over the brain mask, peak = ground-truth max-min in the brain (skimage)",
-            "ssim": "3D SSIM, Gaussian window sigma 1.5, images zeroed outside the brain, SSIM map averaged over "
-                    "brain voxels (skimage.metrics.structural_similarity, full=True)",
+            "psnr": "dB over the brain mask after scaling prediction and truth by the truth's 0.5-99.5 brain "
+                    "percentiles (peak 1; skimage)",
+            "psnr_truth_range": "dB over the brain mask, peak = ground-truth max-min in the brain",
+            "sd_error_correlation": "Pearson correlation of |error| with the sample SD in the brain (samples > 1)",
+            "coverage_2sd": "share of brain voxels with |error| <= 2 sample SD (0.95 if calibrated and Gaussian)",
+            "ssim": "3D SSIM of the percentile-scaled maps (data range 1), Gaussian window sigma 1.5, images "
+                    "zeroed outside the brain, SSIM map averaged over brain voxels (skimage, full=True)",
             "mae": "mean |prediction - truth| in the brain (physical units)",
             "lesion_mae": "MAE in the phantom lesion mask (cases with lesions only)",
             "nawm_mae": "MAE in normal-appearing white matter (WM minus lesions; all WM for healthy cases)",
             "edge_sharpness": "mean gradient magnitude of prediction / truth on tissue and lesion boundaries",
             "psnr_2d/ssim_2d": "the same per axial slice (slices with >= 10% of the largest brain area), averaged"},
-        "summary": summary, "goals": {o: harness.goals(summary, o) for o in outputs},
+        "summary": summary, "goals": {o: harness.goals(summary, o, acquisition) for o in outputs},
         "cases": [harness.json_safe(r) for r in records],
         "real_case": harness.json_safe({k: v for k, v in real_result.items() if k not in ("inputs", "lesions")})
         if real_result else None,

@@ -115,19 +115,29 @@ def collate(samples: list[Sample]) -> dict[str, torch.Tensor]:
             for key in ("inputs", "target", "brain", "lesion", "tissues")}
 
 
+def clean_acquisition(seed: int) -> bool:
+    """Every fourth training subject is simulated without acquisition randomisation, so a model learns both the
+    clean and the randomised regime (evaluation scores both)."""
+    return int(seed) % 4 == 3
+
+
 def phantom_subjects(recipe: TaskData, seeds, spacing: float, multiple: int,
-                     randomize_acquisition: bool = True) -> list[Sample]:
-    """Generate and prepare one phantom subject per seed (pathology cycles through the recipe's list)."""
+                     randomize_acquisition: bool | None = True) -> list[Sample]:
+    """Generate and prepare one phantom subject per seed (pathology cycles through the recipe's list).
+
+    ``randomize_acquisition=None`` follows :func:`clean_acquisition` per seed (the training mix)."""
     from ..phantom import generate_subject
 
+    maps = sorted({s for sources in recipe.inputs.values() for s in sources} | {s for s, _ in recipe.targets.values()})
     samples = []
     for seed in seeds:
         rng = np.random.default_rng([int(seed), 7])
         pathology = recipe.pathologies[int(seed) % len(recipe.pathologies)]
+        randomize = not clean_acquisition(seed) if randomize_acquisition is None else randomize_acquisition
         subject = generate_subject(int(seed), pathology=pathology, spacing=spacing,
-                                   randomize_acquisition=randomize_acquisition)
+                                   randomize_acquisition=randomize, maps=maps)
         sample = make_sample(subject.maps, subject.masks, recipe, spacing, multiple, rng)
-        sample.info.update(seed=int(seed), pathology=pathology)
+        sample.info.update(seed=int(seed), pathology=pathology, randomize_acquisition=randomize)
         samples.append(sample)
     return samples
 
@@ -221,7 +231,7 @@ def load_subjects(config, recipe: TaskData) -> list[Sample]:
         if path.is_file():
             samples.append(_load_sample(path))
             continue
-        sample = phantom_subjects(recipe, [seed], config.spacing, config.multiple)[0]
+        sample = phantom_subjects(recipe, [seed], config.spacing, config.multiple, randomize_acquisition=None)[0]
         _save_sample(sample, path)
         samples.append(sample)
     return samples

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from .. import metrics
-from ..engine.model import SynthesisModel, build_networks
+from ..engine.demist import build_networks
+from ..engine.model import SynthesisModel
 from ..errors import InputError
-from ..models.export import write_model
+from ..model_store.export import write_model
 from ..tasks import get_task
 from .data import phantom_subjects, task_data, training_seeds
 from .loops import STAGE_STEMS, STAGES
@@ -38,13 +39,15 @@ def _final_states(run_dir: Path) -> dict[str, dict]:
 
 
 def heldout_metrics(model: SynthesisModel, task_id: str, spacing: float, seeds: list[int], steps: int = 10,
-                    sampler: str = "dpm++") -> dict:
-    """PSNR / SSIM / MAE (brain), lesion and NAWM MAE in physical units, averaged over held-out phantoms."""
+                    sampler: str = "dpm++", samples: int = 1, randomize_acquisition: bool = True) -> dict:
+    """PSNR (percentile-scaled, ``metrics.percentile_psnr``) / SSIM / MAE in the brain, lesion and NAWM MAE in
+    physical units, of the mean of ``samples`` samples, averaged over held-out phantoms."""
     recipe = task_data(task_id)
     per_subject, seconds = [], []
-    for sample in phantom_subjects(recipe, seeds, spacing, model.multiple):
+    for sample in phantom_subjects(recipe, seeds, spacing, model.multiple, randomize_acquisition):
         began = time.time()
-        mean, _ = model.predict(torch.from_numpy(sample.inputs)[None], steps=steps, sampler=sampler, seed=0)
+        mean, _ = model.predict(torch.from_numpy(sample.inputs)[None], steps=steps, sampler=sampler, seed=0,
+                                samples=samples)
         seconds.append(time.time() - began)
         brain = sample.brain[0] > 0
         for channel, (name, (_, scale)) in enumerate(recipe.targets.items()):
@@ -53,7 +56,7 @@ def heldout_metrics(model: SynthesisModel, task_id: str, spacing: float, seeds: 
             lesion = sample.lesion[0] > 0
             nawm = (sample.tissues[0] > 0) & ~lesion
             per_subject.append({"output": name, "seed": sample.info["seed"], "pathology": sample.info["pathology"],
-                                "psnr": metrics.psnr(prediction, target, brain),
+                                "psnr": metrics.percentile_psnr(prediction, target, brain),
                                 "ssim": metrics.ssim(prediction, target, brain),
                                 "mae": metrics.mae(prediction, target, brain),
                                 "lesion_mae": metrics.mae(prediction, target, lesion) if lesion.any() else None,
@@ -64,7 +67,9 @@ def heldout_metrics(model: SynthesisModel, task_id: str, spacing: float, seeds: 
         values = [r[key] for r in per_subject if r[key] is not None and np.isfinite(r[key])]
         return float(np.mean(values)) if values else None
 
-    return {"heldout_seeds": seeds, "steps": steps, "sampler": sampler, "region": "brain mask, physical units",
+    return {"heldout_seeds": seeds, "steps": steps, "sampler": sampler, "samples": samples,
+            "acquisition": "randomised" if randomize_acquisition else "clean",
+            "region": "brain mask; PSNR after scaling both by the truth's 0.5-99.5 percentiles; MAE in physical units",
             "psnr_db": average("psnr"), "ssim": average("ssim"), "mae": average("mae"),
             "lesion_mae": average("lesion_mae"), "nawm_mae": average("nawm_mae"),
             "predict_seconds_mean": float(np.mean(seconds)), "subjects": per_subject}
@@ -95,17 +100,9 @@ def export_run(run_dir: str | Path, task_id: str, folder: str | Path, model_id: 
             modules[stem].load_state_dict(load_weights(run_dir / stage / "final" / f"{stem}.safetensors"))
     state_dicts = networks.state_dicts()
     spacing = float(config["spacing"])
-    fields = {
-        "id": model_id or task.model_id, "version": version, "task": task_id, "title": task.title,
-        "description": f"{task.description} Conditional 3D latent diffusion (frozen backbone + ControlNet + "
-                       "cross-attention tokens + LoRA) trained on CPU on phantoms.",
-        "inputs": list(recipe.inputs), "outputs": list(recipe.targets),
-        "spacing": [spacing] * 3, "multiple": int(config["multiple"]),
-        "normalisation": {"inputs": {"method": "percentile", "low": 1.0, "high": 99.0},
-                          "outputs": {name: {"scale": scale, "offset": 0.0}
-                                      for name, (_, scale) in recipe.targets.items()}},
-        "architecture": architecture, "licence": "Apache-2.0",
-    }
+    fields = _card_base(task, recipe, spacing, int(config["multiple"]),
+                        "Conditional 3D latent diffusion (frozen backbone + ControlNet + cross-attention tokens + "
+                        "LoRA) trained on CPU on phantoms.", architecture, model_id, version)
     model = SynthesisModel(fields, state_dicts, device="cpu")
     seeds = list(range(HELDOUT_FIRST_SEED, HELDOUT_FIRST_SEED + heldout))
     fields["metrics"] = heldout_metrics(model, task_id, spacing, seeds) if heldout > 0 else {}
@@ -132,3 +129,91 @@ def export_run(run_dir: str | Path, task_id: str, folder: str | Path, model_id: 
         **(extra_training or {}),
     }
     return write_model(folder, fields, state_dicts)
+
+
+def _card_base(task, recipe, spacing: float, multiple: int, description: str, architecture: dict,
+               model_id: str | None, version: str) -> dict:
+    """Card fields every exported model shares (the task, its inputs/outputs and their normalisation)."""
+    return {
+        "id": model_id or task.model_id, "version": version, "task": task.id, "title": task.title,
+        "description": f"{task.description} {description}",
+        "inputs": list(recipe.inputs), "outputs": list(recipe.targets),
+        "spacing": [spacing] * 3, "multiple": int(multiple),
+        "normalisation": {"inputs": {"method": "percentile", "low": 1.0, "high": 99.0},
+                          "outputs": {name: {"scale": scale, "offset": 0.0}
+                                      for name, (_, scale) in recipe.targets.items()}},
+        "architecture": architecture, "licence": "Apache-2.0",
+    }
+
+
+def _half_precision(state_dicts: dict) -> dict:
+    return {stem: {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+            for stem, sd in state_dicts.items()}
+
+
+def export_latent_residual_run(run_dir: str | Path, task_id: str, folder: str | Path, model_id: str | None = None,
+                               version: str = "0.2.0", heldout: int = 4, samples: int = 4, steps: int = 10,
+                               half: bool = True, command: str = ""):
+    """Model folder from a finished latent-residual run (``training.latent_residual``), with held-out metrics
+    of the mean of ``samples`` samples on clean and randomised phantoms; weights in float16 when ``half``
+    (the card records what that costs against float32)."""
+    from ..engine.latent_residual import LatentResidualArchitecture, LatentResidualNetworks
+    from .latent_residual import STAGES as RESIDUAL_STAGES
+    from .latent_residual import ResidualTrainConfig, load_stage
+
+    run_dir = Path(run_dir)
+    task, recipe = get_task(task_id), task_data(task_id)
+    states = {}
+    for stage in RESIDUAL_STAGES:
+        path = run_dir / stage / "final" / "state.json"
+        if not path.is_file():
+            raise InputError(f"stage {stage!r} has not finished (no {path})", name="--out")
+        states[stage] = json.loads(path.read_text(encoding="utf-8"))
+    config = ResidualTrainConfig(**{**states["latent"]["config"], "resume": False})
+    if not config.init_from and states["latent"]["architecture_update"]["latent_scale"] != \
+            states["autoencoder"]["architecture_update"]["latent_scale"]:
+        raise InputError("the autoencoder stage was re-run after the latent stage was trained; re-run --stage latent",
+                         name="--out")
+    architecture = LatentResidualArchitecture.from_dict({**config.architecture,
+                                                         **states["latent"]["architecture_update"]})
+    networks = LatentResidualNetworks(architecture, len(recipe.inputs), len(recipe.targets))
+    for stage in RESIDUAL_STAGES:
+        load_stage(config, networks, stage)
+    state_dicts = networks.state_dicts()
+    fields = _card_base(task, recipe, config.spacing, config.multiple,
+                        "Latent mean predictor + residual latent diffusion (CorrDiff-style) on one shared MR "
+                        "autoencoder, trained on CPU on phantoms; the map is the mean of K samples, the "
+                        "uncertainty their standard deviation.", architecture.to_dict(), model_id, version)
+    seeds = list(range(HELDOUT_FIRST_SEED, HELDOUT_FIRST_SEED + heldout))
+    evaluated = {}
+    for precision, weights in (("float32", state_dicts), ("float16", _half_precision(state_dicts))):
+        if precision == "float16" and not half:
+            continue
+        model = SynthesisModel(fields, {k: {n: t.float() for n, t in v.items()} for k, v in weights.items()}, "cpu")
+        evaluated[precision] = {
+            acquisition: heldout_metrics(model, task_id, config.spacing, seeds, steps=steps, samples=samples,
+                                         randomize_acquisition=acquisition == "randomised") if heldout else {}
+            for acquisition in ("clean", "randomised")}
+    chosen = "float16" if half else "float32"
+    fields["metrics"] = {**evaluated[chosen]["randomised"], "clean": evaluated[chosen]["clean"],
+                         "precision": chosen}
+    if half and heldout:
+        fields["metrics"]["float16_cost_db"] = {
+            acquisition: evaluated["float32"][acquisition]["psnr_db"] - evaluated["float16"][acquisition]["psnr_db"]
+            for acquisition in ("clean", "randomised")}
+    stages = {stage: {"steps": states[stage]["steps"], "duration_s": states[stage]["duration_s"],
+                      "command": states[stage]["command"]} for stage in RESIDUAL_STAGES}
+    fields["training"] = {
+        "data": f"phantom ({config.subjects} subjects, pathologies {list(recipe.pathologies)}, randomised "
+                f"acquisition with every 4th subject clean, {config.spacing:g} mm)",
+        "command": " && ".join([s["command"] for s in stages.values() if s["command"]] + ([command] if command
+                                                                                          else [])),
+        "duration_s": float(sum(s["duration_s"] for s in stages.values())),
+        "hardware": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+                    f"{torch.get_num_threads()} threads, 2 shared CPU cores",
+        "seeds": {"training_seed": config.seed, "heldout": seeds,
+                  "training": training_seeds(config.seed, config.subjects) if config.data == "phantom" else []},
+        "subjects": config.subjects, "stages": stages,
+        "autoencoder_heldout_psnr_db": states["autoencoder"].get("heldout_reconstruction_psnr_db"),
+    }
+    return write_model(folder, fields, _half_precision(state_dicts) if half else state_dicts)

@@ -23,17 +23,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..engine.autoencoder import AutoencoderLossWeights, autoencoder_loss, latent_alignment_loss
 from ..engine.conditioning import initialise_controlnet
 from ..engine.lora import freeze, trainable_share
-from ..engine.model import build_networks
+from ..engine.demist import DemistArchitecture, build_networks
 from ..engine.sampling import training_scheduler
 from ..errors import InputError
 from . import distributed
 from .checkpoint import EMA, atomic_save_tensors, atomic_write_json, load_checkpoint, load_weights, save_checkpoint
 from .data import CropStream, load_subjects, task_data
-from .losses import (diffusion_target, edge_aware_loss, lesion_boundary_weight, predicted_clean_latent,
-                     tissue_mean_loss)
+from .losses import (AutoencoderLossWeights, autoencoder_loss, diffusion_target, edge_aware_loss,
+                     latent_alignment_loss, lesion_boundary_weight, predicted_clean_latent, tissue_mean_loss)
 
 STAGES = ("autoencoder", "diffusion", "control")
 STAGE_STEMS = {"autoencoder": ("autoencoder_inputs", "autoencoder_target"), "diffusion": ("unet",),
@@ -124,19 +123,18 @@ def _load_final(config: TrainConfig, networks, stage: str) -> dict:
     return json.loads((folder / "state.json").read_text(encoding="utf-8"))
 
 
-def _architecture_for(config: TrainConfig) -> dict:
-    architecture = json.loads(json.dumps(config.architecture))
-    if config.stage != "control":  # streams do not exist before the control stage
-        for stream in ("controlnet", "tokens", "lora"):
-            architecture[stream] = None
-    return architecture
+def _architecture_for(config: TrainConfig) -> DemistArchitecture:
+    architecture = DemistArchitecture.from_dict(config.architecture)
+    # streams do not exist before the control stage
+    return architecture if config.stage == "control" else architecture.without_streams()
 
 
 def build_stage(config: TrainConfig, context: distributed.DistributedContext):
     """Networks, the trained modules (by stem), the module to wrap in DDP and the per-batch loss function."""
     recipe = task_data(config.task)
-    networks = build_networks(_architecture_for(config), len(recipe.inputs), len(recipe.targets))
-    scheduler = training_scheduler(config.architecture.get("schedule"))
+    architecture = _architecture_for(config)
+    networks = build_networks(architecture, len(recipe.inputs), len(recipe.targets))
+    scheduler = training_scheduler(architecture.schedule)
     extra: dict = {}
     if config.stage == "autoencoder":
         pair = AutoencoderPair(networks.autoencoder_inputs, networks.autoencoder_target)

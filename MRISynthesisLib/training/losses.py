@@ -1,14 +1,74 @@
-"""Stage-2 losses (DEMIST): diffusion target, edge-aware loss at lesion boundaries, tissue-mean alignment.
-
-The stage-1 autoencoder losses live with the autoencoders (``engine.autoencoder``).
+"""Training losses: the autoencoders' (L1 + KL + edge, latent alignment) and the diffusion stages' (diffusion
+target, edge-aware loss at lesion boundaries, tissue-mean alignment).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from ..engine.autoencoder import edge_loss
+
+def spatial_gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward differences along D, H, W of ``(B, C, D, H, W)``; each output is padded back to the input shape."""
+    grad_d = F.pad(image[:, :, 1:] - image[:, :, :-1], (0, 0, 0, 0, 0, 1))
+    grad_h = F.pad(image[:, :, :, 1:] - image[:, :, :, :-1], (0, 0, 0, 1))
+    grad_w = F.pad(image[..., 1:] - image[..., :-1], (0, 1))
+    return grad_d, grad_h, grad_w
+
+
+def edge_loss(prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean L1 distance between the spatial gradients of ``prediction`` and ``target`` (``(B, C, D, H, W)``),
+    optionally weighted per voxel by ``weight`` (broadcastable, e.g. a lesion-boundary emphasis)."""
+    total = prediction.new_zeros(())
+    for grad_p, grad_t in zip(spatial_gradients(prediction), spatial_gradients(target)):
+        difference = (grad_p - grad_t).abs()
+        if weight is None:
+            total = total + difference.mean()
+        else:
+            total = total + (difference * weight).sum() / (weight.expand_as(difference).sum() + 1e-8)
+    return total / 3
+
+
+def kl_loss(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
+    """KL divergence of ``N(z_mu, z_sigma^2)`` from ``N(0, 1)``, summed over the latent and averaged over the batch."""
+    kl = 0.5 * (z_mu.pow(2) + z_sigma.pow(2) - torch.log(z_sigma.pow(2) + 1e-12) - 1)
+    return kl.flatten(1).sum(1).mean()
+
+
+def latent_alignment_loss(z_target: torch.Tensor, z_inputs: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance between the target and input latent means (same latent grid, ``(B, L, d, h, w)``)."""
+    if z_target.shape != z_inputs.shape:
+        raise ValueError(f"latent grids differ: target {tuple(z_target.shape)} vs inputs {tuple(z_inputs.shape)}")
+    return F.mse_loss(z_target, z_inputs)
+
+
+@dataclass
+class AutoencoderLossWeights:
+    """Weights of the stage-1 loss terms (KL is tiny: the latent should stay informative)."""
+
+    l1: float = 1.0
+    kl: float = 1e-6
+    edge: float = 0.5
+    alignment: float = 0.05
+
+
+def autoencoder_loss(reconstruction: torch.Tensor, image: torch.Tensor, z_mu: torch.Tensor, z_sigma: torch.Tensor,
+                     weights: AutoencoderLossWeights, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """L1 + KL + edge terms of one autoencoder; returns the terms and their weighted ``total``.
+
+    Args:
+        reconstruction, image: ``(B, C, D, H, W)``.
+        z_mu, z_sigma: ``(B, L, d, h, w)`` from ``AutoencoderKL.forward``.
+        mask: optional ``(B, 1, D, H, W)`` brain mask; voxels outside count a tenth (they are zero anyway).
+    """
+    weight = None if mask is None else 0.1 + 0.9 * mask
+    l1 = (reconstruction - image).abs()
+    l1 = l1.mean() if weight is None else (l1 * weight).sum() / (weight.expand_as(l1).sum() + 1e-8)
+    terms = {"l1": l1, "kl": kl_loss(z_mu, z_sigma), "edge": edge_loss(reconstruction, image, weight)}
+    terms["total"] = weights.l1 * terms["l1"] + weights.kl * terms["kl"] + weights.edge * terms["edge"]
+    return terms
 
 
 def diffusion_target(scheduler, latent: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:

@@ -2,11 +2,12 @@
 
 Reproducible command (the one recorded in the shipped card)::
 
-    python -m MRISynthesisLib.evaluation.train_baseline --task myelin-psr \\
-        --out MRISynthesisLib/models/bundled/myelin-psr-unet-baseline --subjects 16 --steps 600 --threads 1
+    python -m MRISynthesisLib.training.train_baseline --task myelin-psr \\
+        --out MRISynthesisLib/model_store/bundled/myelin-psr-unet-baseline --subjects 16 --steps 600 --threads 1
 
 Data: ``training.data.phantom_subjects`` with seeds ``--first-seed .. --first-seed + --subjects - 1`` (default
-0..15, the diffusion model's phantom stream; the evaluation's held-out seeds start at 10000), prepared exactly
+0..47, the diffusion model's phantom stream and acquisition mix; the evaluation's held-out seeds start at
+10000), prepared exactly
 as the pipeline prepares inputs (``preprocess.prepare``), random brain-centred crops with left-right flips
 (``training.data.CropStream``). Loss: L1 to the normalised target inside the brain. AdamW, cosine learning rate.
 ``--minutes`` only stops early as a safety net; the result of a run that hits it is written with the steps done.
@@ -23,20 +24,20 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "models" / "bundled" / "myelin-psr-unet-baseline"
-# Parameters of the diffusion model the baseline is sized against: the engine's default myelin-psr
-# architecture (autoencoders + UNet + ControlNet + tokens + LoRA) counts 5.80 M parameters.
-DIFFUSION_PARAMETERS = 5_800_000
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "model_store" / "bundled" / "myelin-psr-unet-baseline"
+# Parameters of the diffusion model the baseline is sized against: the default latent-residual myelin-psr
+# architecture (autoencoder + mean predictor + residual denoiser) counts 2.96 M parameters.
+DIFFUSION_PARAMETERS = 2_960_000
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m MRISynthesisLib.evaluation.train_baseline",
+        prog="python -m MRISynthesisLib.training.train_baseline",
         description="Train the deterministic 3D UNet regressor baseline on phantoms; writes card.json + "
         "unet.safetensors (a model folder the registry can install).")
     parser.add_argument("--task", default="myelin-psr", help="task id (needs a training recipe in training.data)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="model folder to write (its name = model id)")
-    parser.add_argument("--subjects", type=int, default=16, help="training phantoms")
+    parser.add_argument("--subjects", type=int, default=48, help="training phantoms")
     parser.add_argument("--first-seed", type=int, default=0, help="seed of the first training phantom")
     parser.add_argument("--spacing", type=float, default=2.0, help="model grid spacing in mm")
     parser.add_argument("--crop", type=int, default=64, help="crop edge in voxels (divisible by 16)")
@@ -56,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from ..models.export import write_model
-    from ..training.data import CropStream, phantom_subjects, task_data
-    from .baselines import UNET_ARCHITECTURE_KIND, UNET_STEM, build_unet_regressor, channels_for_size
+    from ..evaluation.baselines import UNET_ARCHITECTURE_KIND, UNET_STEM, build_unet_regressor, channels_for_size
+    from ..model_store.export import write_model
+    from .data import CropStream, phantom_subjects, task_data
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = task_data(args.task)
     seeds = list(range(args.first_seed, args.first_seed + args.subjects))
     print(f"preparing {len(seeds)} phantoms (seeds {seeds[0]}..{seeds[-1]}) at {args.spacing} mm", flush=True)
-    subjects = phantom_subjects(recipe, seeds, args.spacing, multiple)
+    subjects = phantom_subjects(recipe, seeds, args.spacing, multiple, randomize_acquisition=None)
     prepared_s = time.monotonic() - started
     channels = channels_for_size(args.parameters, len(recipe.inputs), len(recipe.targets))
     network = build_unet_regressor(len(recipe.inputs), len(recipe.targets), channels)
@@ -114,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                          "strides": [2] * (len(channels) - 1), "num_res_units": 2, "norm": "instance",
                          "roi": [args.crop] * 3, "parameters": parameters},
         "licence": "Apache-2.0",
-        "training": {"data": f"phantom ({', '.join(recipe.pathologies)}), randomized acquisition, {args.spacing} mm",
-                     "command": "python -m MRISynthesisLib.evaluation.train_baseline "
+        "training": {"data": f"phantom ({', '.join(recipe.pathologies)}), randomised acquisition (every 4th subject clean), "
+                             f"{args.spacing} mm",
+                     "command": "python -m MRISynthesisLib.training.train_baseline "
                                 + shlex.join(sys.argv[1:] if argv is None else argv),
                      "duration_s": round(duration, 1), "hardware": f"{platform.processor() or platform.machine()}, "
                      f"{args.threads} CPU thread(s), shared", "seeds": seeds},

@@ -1,7 +1,7 @@
 """The model registry: a per-user cache of model folders plus the models bundled with the package.
 
 Cache: ``$MRISYNTHESIS_HOME/models/<id>/`` (default ``~/.mrisynthesis/models/<id>/``); bundled models:
-``MRISynthesisLib/models/bundled/<id>/``. The user cache wins when both hold an id. A bundled folder may
+``MRISynthesisLib/model_store/bundled/<id>/``. The user cache wins when both hold an id. A bundled folder may
 hold only a ``card.json`` whose files carry ``url`` entries: that model is *available* and
 ``mrisynthesis models install <id>`` downloads the weights, checked against the packaged card.
 
@@ -53,7 +53,7 @@ class ModelRegistry:
 
     Args:
         home: root folder; models go in ``home/models/<id>/``. Overrides ``$MRISYNTHESIS_HOME``.
-        bundled_dir: folder of models shipped with the package (default ``MRISynthesisLib/models/bundled``).
+        bundled_dir: folder of models shipped with the package (default ``MRISynthesisLib/model_store/bundled``).
     """
 
     def __init__(self, home: str | Path | None = None, bundled_dir: str | Path | None = None):

@@ -1,6 +1,6 @@
 """Model cards, the per-user model cache and safe (safetensors-only, sha256-checked) weight loading.
 
-``from MRISynthesisLib.models import ModelRegistry, ModelCard, write_model``. Importing this package does
+``from MRISynthesisLib.model_store import ModelRegistry, ModelCard, write_model``. Importing this package does
 not import torch; only ``load_state_dicts`` and ``write_model`` do.
 """
 

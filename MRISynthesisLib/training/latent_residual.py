@@ -1,0 +1,315 @@
+"""Training of the default recipe (``engine.latent_residual``) in two resumable stages on 2 CPU cores.
+
+- ``autoencoder``: measures the latent scale (1 / std of the latents) and the held-out reconstruction PSNR;
+  with a learned latent (``"kind": "kl"``) it first trains the shared single-channel autoencoder on random
+  crops of every input contrast and target map (L1 + KL + edge in the brain).
+- ``latent``: the input and target latents of every training subject are computed once (whole volumes), then
+  the mean predictor (MSE to the target latent) and the residual diffusion model (MSE on the v-prediction of
+  ``(target - mean) * residual_scale``) train together on random latent crops. The residual scale follows a
+  running estimate of the residual's standard deviation and is frozen into the card.
+
+Outputs per stage in ``<run>/<stage>/``: ``checkpoint/`` (resumable), ``final/`` (EMA weights + state.json),
+``train.log`` (JSON lines).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .. import metrics
+from .losses import AutoencoderLossWeights, autoencoder_loss
+from ..engine.latent_residual import FAMILY, LatentResidualArchitecture, LatentResidualNetworks
+from ..engine.lora import freeze
+from ..engine.sampling import training_scheduler
+from ..errors import InputError
+from .checkpoint import EMA, atomic_save_tensors, atomic_write_json, load_checkpoint, load_weights, save_checkpoint
+from .data import CropStream, load_subjects, phantom_subjects, task_data
+from .losses import diffusion_target
+
+STAGES = ("autoencoder", "latent")
+STAGE_STEMS = {"autoencoder": ("autoencoder",), "latent": ("predictor", "denoiser")}  # learned-latent case
+HELDOUT_FIRST_SEED = 10_000
+CHANNELS_LAST = torch.channels_last_3d
+DEFAULT_ARCHITECTURE = {
+    "family": FAMILY,
+    "autoencoder": {"kind": "space-to-depth", "factor": 2},
+    "predictor": {"channels": [32, 64, 128], "strides": [2, 2], "num_res_units": 2},
+    "denoiser": {"channels": [16, 32, 64], "num_res_blocks": 1, "norm_num_groups": 16},
+    "schedule": {"num_train_timesteps": 1000, "schedule": "scaled_linear_beta", "beta_start": 0.0015,
+                 "beta_end": 0.0195, "prediction_type": "v_prediction"},
+}
+
+
+@dataclass
+class ResidualTrainConfig:
+    """Everything one stage needs (JSON-serialisable; saved in ``state.json``)."""
+
+    task: str
+    stage: str
+    out: str
+    data: str = "phantom"
+    steps: int = 2000
+    batch: int = 4
+    spacing: float = 2.0
+    crop: list = field(default_factory=lambda: [64, 64, 64])
+    denoiser_crop: int = 16  # latent voxels: the residual is local, and the diffusion UNet is the costly part
+    multiple: int = 16
+    subjects: int = 64
+    seed: int = 0
+    lr: float = 1e-3
+    ema_decay: float = 0.995
+    resume: bool = False
+    save_every: int = 100
+    log_every: int = 20
+    max_minutes: float = 0.0
+    heldout: int = 2
+    init_from: str = ""  # latent stage: start from this installed/bundled model's weights (continue a shipped run)
+    architecture: dict = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_ARCHITECTURE)))
+    command: str = ""
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise InputError(f"must be one of {', '.join(STAGES)}, got {self.stage!r}", name="--stage")
+        if self.steps < 1 or self.batch < 1:
+            raise InputError("steps and batch must be >= 1", name="--steps")
+        if any(int(c) % self.multiple for c in self.crop):
+            raise InputError(f"crop {self.crop} must be divisible by the model multiple {self.multiple}", name="--crop")
+
+
+def _final_dir(config: ResidualTrainConfig, stage: str) -> Path:
+    return Path(config.out) / stage / "final"
+
+
+def load_stage(config: ResidualTrainConfig, networks: LatentResidualNetworks, stage: str) -> dict:
+    """Load a finished stage's weights into ``networks``; returns its final state."""
+    folder = _final_dir(config, stage)
+    if not (folder / "state.json").is_file():
+        raise InputError(f"stage {stage!r} has not finished in {config.out} (run --stage {stage} first)",
+                         name="--out")
+    for stem in STAGE_STEMS[stage]:
+        if getattr(networks, stem) is not None:
+            getattr(networks, stem).load_state_dict(load_weights(folder / f"{stem}.safetensors"), strict=True)
+    return json.loads((folder / "state.json").read_text(encoding="utf-8"))
+
+
+def _single_channel(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every input and target channel of a crop batch as its own image: ``(B * C, 1, D, H, W)`` + brain mask."""
+    images = torch.cat([batch["inputs"], batch["target"]], dim=1)
+    channels = images.shape[1]
+    brain = batch["brain"].repeat_interleave(channels, dim=0)
+    # channels-last 3D convolutions run ~1.8x faster on CPU (oneDNN).
+    return images.reshape(-1, 1, *images.shape[2:]).contiguous(memory_format=CHANNELS_LAST), brain
+
+
+class LatentCrops:
+    """Endless batches of random latent crops (left-right flips) from precomputed whole-subject latents."""
+
+    def __init__(self, latents: list[dict[str, torch.Tensor]], crop: tuple[int, int, int], batch: int, seed):
+        self.latents, self.crop, self.batch = latents, crop, batch
+        self.rng = np.random.default_rng(seed)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        pieces = {"condition": [], "target": []}
+        for index in self.rng.integers(len(self.latents), size=self.batch):
+            item = self.latents[int(index)]
+            shape = np.array(item["target"].shape[1:])
+            size = np.minimum(self.crop, shape)
+            start = [int(self.rng.integers(0, s - c + 1)) for s, c in zip(shape, size)]
+            region = (slice(None),) + tuple(slice(b, b + c) for b, c in zip(start, size))
+            flip = self.rng.random() < 0.5
+            for key in pieces:
+                piece = item[key][region]
+                pieces[key].append(piece.flip(-1) if flip else piece)
+        return {key: torch.stack(value) for key, value in pieces.items()}
+
+
+def _sub_crop(shape, size: int, rng: np.random.Generator) -> tuple:
+    """Index of one random ``size``-cube (clipped to ``shape``) of a ``(B, C, d, h, w)`` batch."""
+    starts = [int(rng.integers(0, max(s - size, 0) + 1)) for s in shape]
+    return (slice(None), slice(None)) + tuple(slice(b, b + size) for b in starts)
+
+
+@torch.no_grad()
+def _encode_subjects(networks: LatentResidualNetworks, subjects) -> list[dict[str, torch.Tensor]]:
+    latents = []
+    for sample in subjects:
+        inputs = torch.from_numpy(sample.inputs)[None]
+        target = torch.from_numpy(sample.target)[None]
+        latents.append({"condition": networks.encode(inputs)[0], "target": networks.encode(target)[0]})
+    return latents
+
+
+@torch.no_grad()
+def reconstruction_psnr(networks: LatentResidualNetworks, subjects) -> dict[str, float]:
+    """Mean PSNR (brain, truth's 0.5-99.5 percentiles) of autoencoder round trips, per channel kind."""
+    scores: dict[str, list[float]] = {"inputs": [], "target": []}
+    for sample in subjects:
+        brain = sample.brain[0] > 0
+        for kind in scores:
+            images = torch.from_numpy(getattr(sample, kind))[None]
+            decoded = networks.decode(networks.encode(images))[0].numpy()
+            for channel in range(images.shape[1]):
+                scores[kind].append(metrics.percentile_psnr(decoded[channel], images[0, channel].numpy(), brain))
+    return {kind: float(np.mean(values)) for kind, values in scores.items()}
+
+
+def _init_from_model(networks: LatentResidualNetworks, model_id: str) -> dict:
+    """Load an installed or bundled model's predictor and denoiser (hash-checked by the registry) into
+    ``networks``; returns its ``latent_scale`` and ``residual_scale``, which the continued training keeps."""
+    from ..model_store.registry import ModelRegistry
+
+    registry = ModelRegistry()
+    card = registry.card(model_id)
+    saved = LatentResidualArchitecture.from_dict(card.architecture)
+    if saved.to_dict() | {"latent_scale": 0, "residual_scale": 0} != \
+            networks.architecture.to_dict() | {"latent_scale": 0, "residual_scale": 0}:
+        raise InputError(f"model {model_id} has another architecture than this run; pass the same --architecture",
+                         name="--init-from")
+    weights = registry.load_state_dicts(model_id)
+    for stem in ("predictor", "denoiser"):
+        getattr(networks, stem).load_state_dict({k: v.float() for k, v in weights[stem].items()}, strict=True)
+    return {"latent_scale": saved.latent_scale, "residual_scale": saved.residual_scale}
+
+
+def build_stage(config: ResidualTrainConfig):
+    """Networks, trained modules by stem, the loss function, the batch stream and stage extras."""
+    recipe = task_data(config.task)
+    architecture = LatentResidualArchitecture.from_dict(config.architecture)
+    networks = LatentResidualNetworks(architecture, len(recipe.inputs), len(recipe.targets))
+    subjects = load_subjects(config, recipe)
+    if config.stage == "autoencoder" and not architecture.learned:
+        return networks, {}, None, CropStream(subjects, tuple(config.crop), config.batch, [config.seed, 0]), {}
+    if config.stage == "autoencoder":
+        weights = AutoencoderLossWeights(alignment=0.0)
+        networks.autoencoder.to(memory_format=CHANNELS_LAST)
+        crops = CropStream(subjects, tuple(config.crop), config.batch, [config.seed, 0])
+
+        def losses(batch, step):
+            images, brain = _single_channel(batch)
+            z_mu, z_sigma = networks.autoencoder.encode(images)
+            terms = autoencoder_loss(networks.autoencoder.decode(z_mu), images, z_mu, z_sigma, weights, brain)
+            return {"total": terms["total"], "l1": terms["l1"], "edge": terms["edge"]}
+        return networks, {"autoencoder": networks.autoencoder}, losses, crops, {}
+
+    state = load_stage(config, networks, "autoencoder")
+    residual_std = torch.tensor(1.0)
+    if config.init_from:
+        state["architecture_update"] = _init_from_model(networks, config.init_from)
+        residual_std.fill_(1.0 / state["architecture_update"]["residual_scale"])
+    architecture = LatentResidualArchitecture.from_dict({**config.architecture, **state["architecture_update"]})
+    networks.architecture = architecture
+    if networks.autoencoder is not None:
+        freeze(networks.autoencoder).eval()
+    latents = _encode_subjects(networks, subjects)
+    factor = architecture.factor
+    crops = LatentCrops(latents, tuple(int(c) // factor for c in config.crop), config.batch, [config.seed, 1])
+    scheduler = training_scheduler(architecture.schedule)
+
+    def losses(batch, step):
+        mean = networks.predict_mean(batch["condition"])
+        predictor = F.mse_loss(mean, batch["target"])
+        residual = (batch["target"] - mean.detach())
+        residual_std.mul_(0.99).add_(0.01 * residual.std().clamp(min=1e-4))
+        region = _sub_crop(residual.shape[2:], config.denoiser_crop, crops.rng)
+        scaled = residual[region] / residual_std
+        noise = torch.randn_like(scaled)
+        timesteps = torch.randint(0, scheduler.num_train_timesteps, (scaled.shape[0],))
+        noisy = scheduler.add_noise(scaled, noise, timesteps)
+        prediction = networks.denoise_residual(noisy, timesteps, batch["condition"][region], mean.detach()[region])
+        diffusion = F.mse_loss(prediction, diffusion_target(scheduler, scaled, noise, timesteps))
+        return {"total": predictor + diffusion, "predictor": predictor, "diffusion": diffusion,
+                "residual_std": residual_std.clone()}
+
+    extra = {"architecture_update": {"latent_scale": architecture.latent_scale}, "residual_std": residual_std}
+    return networks, {"predictor": networks.predictor, "denoiser": networks.denoiser}, losses, crops, extra
+
+
+def train(config: ResidualTrainConfig) -> dict:
+    """Run (or resume) one stage; returns the final state written to ``<out>/<stage>/final/state.json``."""
+    torch.manual_seed(config.seed)
+    stage_dir = Path(config.out) / config.stage
+    networks, trained, losses, batches, extra = build_stage(config)
+    if not trained:  # nothing to learn (space-to-depth latent): only measure the latent scale
+        config.steps = 0
+    parameters = [p for m in trained.values() for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters or [torch.zeros(1, requires_grad=True)], lr=config.lr,
+                                  weight_decay=1e-4)
+    ema = EMA(trained, config.ema_decay)
+    start, history, prior_duration, commands = 0, [], 0.0, []
+    if config.resume:
+        state = load_checkpoint(stage_dir / "checkpoint", trained, optimizer, ema)
+        if state is not None:
+            for group in optimizer.param_groups:  # the command line's learning rate wins over the checkpoint's
+                group["lr"] = config.lr
+            start, history = int(state["step"]), state.get("history", [])
+            prior_duration = float(state.get("duration_s", 0.0))
+            commands = state.get("commands", [])
+            if "residual_std" in extra and history:
+                extra["residual_std"].fill_(history[-1]["residual_std"])
+            batches.rng = np.random.default_rng([config.seed, 2, start])
+    commands = [c for c in commands if c] + ([config.command] if config.command else [])
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    began, window, done = time.time(), [], start
+    with (stage_dir / "train.log").open("a", encoding="utf-8") as log:
+        progress = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=config.stage,
+                        mininterval=10)
+        for step in progress:
+            terms = losses(next(batches), step)
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            ema.update(step)
+            window.append({k: float(v.detach()) for k, v in terms.items()})
+            done = step + 1
+            if done % config.log_every == 0 or done == config.steps:
+                record = {"step": done, **{k: float(np.mean([w[k] for w in window])) for k in window[-1]},
+                          "elapsed_s": prior_duration + time.time() - began}
+                history.append(record)
+                window = []
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                progress.set_postfix(loss=f"{record['total']:.4f}")
+            out_of_time = config.max_minutes > 0 and time.time() - began > 60 * config.max_minutes
+            if done % config.save_every == 0 or done == config.steps or out_of_time:
+                save_checkpoint(stage_dir / "checkpoint", trained, optimizer, ema,
+                                {"step": done, "config": asdict(config), "history": history, "commands": commands,
+                                 "duration_s": prior_duration + time.time() - began})
+            if out_of_time:
+                break
+    duration = time.time() - began
+    ema.copy_to_parameters()
+    for module in trained.values():
+        module.eval()
+    final = {"stage": config.stage, "steps": done, "steps_this_run": done - start,
+             "duration_s": prior_duration + duration, "command": " && ".join(commands),
+             "config": asdict(config), "history": history}
+    heldout = phantom_subjects(task_data(config.task), range(HELDOUT_FIRST_SEED, HELDOUT_FIRST_SEED + config.heldout),
+                               config.spacing, config.multiple) if config.heldout > 0 else []
+    if config.stage == "autoencoder":
+        with torch.no_grad():
+            sample = next(batches)
+            images, _ = _single_channel(sample)
+            latent_std = float(networks.encode(images).std().clamp(min=1e-6))
+        final["architecture_update"] = {"latent_scale": 1.0 / latent_std}
+        networks.architecture = LatentResidualArchitecture.from_dict(
+            {**config.architecture, **final["architecture_update"]})
+        final["heldout_reconstruction_psnr_db"] = reconstruction_psnr(networks, heldout) if heldout else {}
+    else:
+        final["architecture_update"] = {**extra["architecture_update"],
+                                        "residual_scale": float(1.0 / extra["residual_std"])}
+    for stem, module in trained.items():
+        atomic_save_tensors(module.state_dict(), stage_dir / "final" / f"{stem}.safetensors")
+    atomic_write_json(final, stage_dir / "final" / "state.json")
+    return final

@@ -1,0 +1,186 @@
+"""The default recipe (latent mean predictor + residual diffusion) on real MONAI networks at tiny sizes:
+latent round trip, architecture checks, sampling contract, the two training stages, export and continuation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import TINY_RESIDUAL_ARCHITECTURE
+from MRISynthesisLib.engine.latent_residual import (LatentResidualArchitecture, LatentResidualNetworks,
+                                                    depth_to_space, space_to_depth)
+from MRISynthesisLib.engine.model import SynthesisModel
+from MRISynthesisLib.errors import CancelledError, InputError
+
+SHAPE = (16, 20, 16)
+
+
+def tiny_card(architecture: dict | None = None) -> dict:
+    return {"id": "tiny-residual", "version": "0.0.1", "task": "myelin-psr", "title": "tiny",
+            "inputs": ["t1w", "flair"], "outputs": ["psr"], "spacing": [6.0] * 3, "multiple": 4,
+            "normalisation": {"inputs": {"method": "percentile", "low": 1.0, "high": 99.0},
+                              "outputs": {"psr": {"scale": 0.25, "offset": 0.0}}},
+            "architecture": json.loads(json.dumps(architecture or TINY_RESIDUAL_ARCHITECTURE)),
+            "licence": "Apache-2.0"}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    networks = LatentResidualNetworks(LatentResidualArchitecture.from_dict(TINY_RESIDUAL_ARCHITECTURE), 2, 1)
+    with torch.no_grad():  # MONAI zero-initialises the diffusion UNet's output layer: give it a voice
+        for parameter in networks.denoiser.out.parameters():
+            parameter.normal_(0, 0.1)
+    return SynthesisModel(tiny_card(), networks.state_dicts(), device="cpu")
+
+
+def test_space_to_depth_is_an_exact_invertible_rearrangement():
+    images = torch.rand(3, 1, 8, 6, 4, generator=torch.Generator().manual_seed(1))
+    latent = space_to_depth(images, 2)
+    assert latent.shape == (3, 8, 4, 3, 2)
+    assert torch.equal(depth_to_space(latent, 2), images)
+    # channel k of the latent is one fixed voxel of every 2x2x2 block
+    assert torch.equal(latent[:, 0], images[:, 0, 0::2, 0::2, 0::2])
+    assert torch.equal(latent[:, 7], images[:, 0, 1::2, 1::2, 1::2])
+
+
+def test_encode_decode_round_trip_per_channel(model):
+    networks = model.residual_networks
+    images = torch.rand(1, 3, *SHAPE)
+    latent = networks.encode(images)
+    assert latent.shape == (1, 3 * 8, 8, 10, 8)
+    torch.testing.assert_close(networks.decode(latent), images, rtol=0, atol=1e-6)
+    # channel-major: the first 8 latent channels are the first image channel alone
+    torch.testing.assert_close(networks.encode(images[:, :1]), latent[:, :8])
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"autoencoder": {"kind": "wavelet"}}, "kind"),
+    ({"predictor": {"channels": [8, 8], "strides": [2, 2]}}, "strides"),
+    ({"denoiser": {"channels": [6, 8], "norm_num_groups": 4}}, "divisible"),
+    ({"residual_scale": 0}, "positive"),
+    ({"family": "demist-ldm"}, "family"),
+])
+def test_architecture_is_validated_once_with_clear_errors(change, message):
+    with pytest.raises(ValueError, match=message):
+        LatentResidualArchitecture.from_dict({**TINY_RESIDUAL_ARCHITECTURE, **change})
+    with pytest.raises(InputError, match="architecture|weights"):
+        SynthesisModel(tiny_card({**TINY_RESIDUAL_ARCHITECTURE, **change}), {}, device="cpu")
+
+
+def test_weights_that_do_not_fit_are_refused(model):
+    state_dicts = model.residual_networks.state_dicts()
+    del state_dicts["denoiser"]
+    with pytest.raises(InputError, match="denoiser"):
+        SynthesisModel(tiny_card(), state_dicts, device="cpu")
+
+
+def test_mean_of_k_samples_its_sd_and_the_deterministic_predictor(model):
+    inputs = torch.rand(1, 2, *SHAPE, generator=torch.Generator().manual_seed(3))
+    mean, std = model.predict(inputs, steps=3, samples=4, seed=5)
+    assert mean.shape == std.shape == (1, 1, *SHAPE) and float(std.min()) >= 0 and float(std.mean()) > 0
+    singles = [model.predict(inputs, steps=3, samples=1, seed=5 + k)[0] for k in range(2)]
+    assert not torch.equal(singles[0], singles[1])  # the residual diffusion really samples
+    predictor, predictor_std = model.predict(inputs, steps=3, samples=4, seed=5, residual=False)
+    assert torch.equal(predictor_std, torch.zeros_like(predictor_std))
+    assert torch.equal(predictor, model.predict(inputs, steps=7, samples=1, seed=9, residual=False)[0])
+    assert not torch.allclose(predictor, mean)
+
+
+def test_same_seed_is_bitwise_repeatable_and_cancel_stops(model):
+    inputs = torch.rand(1, 2, *SHAPE, generator=torch.Generator().manual_seed(4))
+    for sampler, eta in (("dpm++", 0.0), ("ddim", 1.0), ("ddpm", 0.0)):
+        first = model.predict(inputs, steps=3, samples=2, seed=1, sampler=sampler, eta=eta)[0]
+        assert torch.equal(first, model.predict(inputs, steps=3, samples=2, seed=1, sampler=sampler, eta=eta)[0])
+    calls = []
+    with pytest.raises(CancelledError):
+        model.predict(inputs, steps=3, samples=2, progress=lambda s, t: calls.append((s, t)),
+                      cancel=lambda: len(calls) >= 4)
+    assert calls == [(1, 6), (2, 6), (3, 6), (4, 6)]
+
+
+# ---------------------------------------------------------------------------------------------- training
+TRAIN_ARCHITECTURE = {k: v for k, v in TINY_RESIDUAL_ARCHITECTURE.items() if not k.endswith("_scale")}
+
+
+def _config(out, stage, **changes):
+    from MRISynthesisLib.training.latent_residual import ResidualTrainConfig
+
+    settings = dict(task="myelin-psr", stage=stage, out=str(out), subjects=2, steps=12, batch=2, crop=[32, 32, 32],
+                    heldout=1, log_every=4, save_every=4, lr=3e-3, denoiser_crop=8,
+                    architecture=json.loads(json.dumps(TRAIN_ARCHITECTURE)))
+    settings.update(changes)
+    return ResidualTrainConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from MRISynthesisLib.training.latent_residual import train
+
+    out = tmp_path_factory.mktemp("residual-run")
+    autoencoder = train(_config(out, "autoencoder"))
+    assert autoencoder["steps"] == 0 and autoencoder["heldout_reconstruction_psnr_db"]["target"] > 100
+    assert 0.5 < autoencoder["architecture_update"]["latent_scale"] < 50
+    train(_config(out, "latent", steps=40))
+    return out
+
+
+def test_latent_stage_learns_the_mean_and_records_the_residual_scale(run_dir):
+    state = json.loads((run_dir / "latent" / "final" / "state.json").read_text())
+    history = state["history"]
+    assert history[-1]["predictor"] < 0.7 * history[0]["predictor"]
+    assert state["architecture_update"]["residual_scale"] > 0
+    assert state["architecture_update"]["latent_scale"] == json.loads(
+        (run_dir / "autoencoder" / "final" / "state.json").read_text())["architecture_update"]["latent_scale"]
+
+
+def test_resume_continues_the_step_count_with_the_new_learning_rate(run_dir, tmp_path):
+    import shutil
+
+    from MRISynthesisLib.training.latent_residual import train
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    final = train(_config(copy, "latent", steps=44, resume=True, lr=1e-4))
+    assert final["steps"] == 44 and final["steps_this_run"] == 4
+
+
+def test_export_writes_a_half_precision_model_that_loads_and_continues(run_dir, tmp_path, monkeypatch):
+    from MRISynthesisLib.model_store.registry import ModelRegistry
+    from MRISynthesisLib.training.export import export_latent_residual_run
+    from MRISynthesisLib.training.latent_residual import train
+
+    home = tmp_path / "home"
+    card = export_latent_residual_run(run_dir, "myelin-psr", home / "models" / "myelin-psr", heldout=1, samples=2,
+                                      steps=2)
+    assert {f.name for f in card.files} == {"predictor.safetensors", "denoiser.safetensors"}
+    metrics = card.metrics
+    assert metrics["precision"] == "float16" and metrics["samples"] == 2 and metrics["clean"]["acquisition"] == "clean"
+    assert abs(metrics["float16_cost_db"]["clean"]) < 0.1
+    registry = ModelRegistry(home)
+    weights = registry.load_state_dicts("myelin-psr")
+    assert all(t.dtype == torch.float16 for t in weights["predictor"].values())
+    SynthesisModel.from_registry(registry, "myelin-psr", device="cpu")
+    # a later session continues the shipped model: same scales, the run's weights as the start
+    monkeypatch.setenv("MRISYNTHESIS_HOME", str(home))
+    continued = tmp_path / "continued"
+    train(_config(continued, "autoencoder", heldout=0))
+    final = train(_config(continued, "latent", steps=4, init_from="myelin-psr"))
+    assert final["architecture_update"]["latent_scale"] == card.architecture["latent_scale"]
+    with pytest.raises(InputError, match="architecture"):
+        other = {**TRAIN_ARCHITECTURE, "predictor": {"channels": [8, 16], "strides": [2], "num_res_units": 1}}
+        train(_config(continued, "latent", steps=2, init_from="myelin-psr", architecture=other))
+
+
+def test_learned_autoencoder_option_trains(tmp_path):
+    from MRISynthesisLib.training.latent_residual import train
+
+    architecture = {**TRAIN_ARCHITECTURE, "autoencoder": {"kind": "kl", "channels": [8, 8], "latent_channels": 8,
+                                                          "norm_num_groups": 4, "norm": "none",
+                                                          "use_convtranspose": True}}
+    final = train(_config(tmp_path, "autoencoder", steps=16, architecture=architecture, heldout=1))
+    assert final["history"][-1]["l1"] < final["history"][0]["l1"]
+    assert (tmp_path / "autoencoder" / "final" / "autoencoder.safetensors").is_file()
+    assert 0 < final["heldout_reconstruction_psnr_db"]["target"] < 60
