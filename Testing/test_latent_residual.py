@@ -61,6 +61,8 @@ def test_encode_decode_round_trip_per_channel(model):
     ({"predictor": {"channels": [8, 8], "strides": [2, 2]}}, "strides"),
     ({"denoiser": {"channels": [6, 8], "norm_num_groups": 4}}, "divisible"),
     ({"residual_scale": 0}, "positive"),
+    ({"map_estimate": "median"}, "map_estimate"),
+    ({"predictor": {"channels": [8, 8], "strides": [2], "norm": "layer"}}, "norm"),
     ({"family": "demist-ldm"}, "family"),
 ])
 def test_architecture_is_validated_once_with_clear_errors(change, message):
@@ -87,6 +89,11 @@ def test_mean_of_k_samples_its_sd_and_the_deterministic_predictor(model):
     assert torch.equal(predictor_std, torch.zeros_like(predictor_std))
     assert torch.equal(predictor, model.predict(inputs, steps=7, samples=1, seed=9, residual=False)[0])
     assert not torch.allclose(predictor, mean)
+    # the "predictor" estimate: the map the samples' mean converges to, with the same samples' SD
+    limit, limit_std = model.predict(inputs, steps=3, samples=4, seed=5, estimate="predictor")
+    assert torch.equal(limit, predictor) and torch.equal(limit_std, std)
+    with pytest.raises(InputError, match="estimate"):
+        model.predict(inputs, steps=3, samples=2, estimate="median")
 
 
 def test_same_seed_is_bitwise_repeatable_and_cancel_stops(model):

@@ -64,6 +64,10 @@ def add_parser(subparsers) -> None:
                         "model, e.g. myelin-psr, to continue training a shipped model in a later session")
     parser.add_argument("--samples", type=int, default=4, help="export (latent-residual): samples averaged for the "
                         "held-out metrics")
+    parser.add_argument("--map-estimate", choices=["samples", "predictor"], default="samples",
+                        help="export (latent-residual): the output map is the mean of the K samples, or the decoded "
+                        "mean prediction they converge to (no Monte Carlo noise); the SD of the samples is the "
+                        "uncertainty either way")
     parser.add_argument("--float32", action="store_true", help="export (latent-residual): keep float32 weights "
                         "(default float16; the card records the difference)")
     parser.set_defaults(func=run)
@@ -133,7 +137,7 @@ def _run_latent_residual(args, command: str, overrides: dict) -> int:
 
         card = export_latent_residual_run(args.out, args.task, args.model_dir or f"{args.out}/model",
                                           version=args.model_version, heldout=args.heldout, samples=args.samples,
-                                          half=not args.float32, command=command)
+                                          half=not args.float32, command=command, map_estimate=args.map_estimate)
         print(json.dumps({"model": str(card.folder), "metrics": {k: v for k, v in card.metrics.items()
                                                                  if k not in ("subjects", "clean")}}, indent=2))
         return 0

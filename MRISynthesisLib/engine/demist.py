@@ -17,6 +17,8 @@ from .conditioning import DEFAULT_TOKENS, DEFAULT_UNET, ConditionalDenoiser, Sem
 from .lora import DEFAULT_TARGETS, LoRAAdapter
 
 FAMILY = "demist-ldm"
+KEYS = {"family", "autoencoder_inputs", "autoencoder_target", "unet", "controlnet", "tokens", "lora", "schedule",
+        "latent_scale"}
 
 
 def _stream(data: dict, name: str) -> dict | None:
@@ -52,7 +54,12 @@ class DemistArchitecture:
             raise ValueError(f"architecture must be an object, got {type(data).__name__}")
         if data.get("family", FAMILY) != FAMILY:
             raise ValueError(f"architecture family must be {FAMILY!r}, got {data.get('family')!r}")
+        unknown = sorted(set(data) - KEYS)
+        if unknown:
+            raise ValueError(f"unknown {FAMILY} architecture entries: {', '.join(unknown)}")
         scales = data.get("latent_scale") or {}
+        if not isinstance(scales, dict):
+            raise ValueError(f"latent_scale must be an object with 'inputs' and 'target', got {scales!r}")
         architecture = cls(
             autoencoder_inputs={**DEFAULT_AUTOENCODER, **(data.get("autoencoder_inputs") or {})},
             autoencoder_target={**DEFAULT_AUTOENCODER, **(data.get("autoencoder_target") or {})},

@@ -27,6 +27,7 @@ from .autoencoder import build_autoencoder, downsampling_factor
 from .sampling import denoise
 
 FAMILY = "latent-residual"
+MAP_ESTIMATES = ("samples", "predictor")  # how the output map estimates the samples' expectation
 
 
 def _ints(values, name: str) -> tuple[int, ...]:
@@ -46,23 +47,28 @@ class LatentResidualArchitecture:
     Attributes:
         autoencoder: ``{"kind": "space-to-depth", "factor": 2}`` or ``{"kind": "kl", ...AutoencoderKL config
             (engine.autoencoder.build_autoencoder)}``, single channel.
-        predictor_channels / predictor_strides / predictor_res_units: the MONAI ``UNet`` mean predictor.
+        predictor_channels / predictor_strides / predictor_res_units / predictor_norm: the MONAI ``UNet`` mean
+            predictor (norm "none" by default).
         denoiser_channels / denoiser_res_blocks / denoiser_groups: the ``DiffusionModelUNet`` of the residual.
         schedule: noise schedule (``engine.sampling``).
         latent_scale: multiplies autoencoder latents (unit variance for the networks).
         residual_scale: multiplies the residual before diffusion (unit variance).
+        map_estimate: the output map is the samples' empirical mean (``"samples"``) or the decoded mean
+            prediction they converge to (``"predictor"``); the uncertainty is the samples' SD either way.
     """
 
     autoencoder: dict = field(default_factory=lambda: {"kind": "space-to-depth", "factor": 2})
     predictor_channels: tuple[int, ...] = (32, 64, 128)
     predictor_strides: tuple[int, ...] = (2, 2)
     predictor_res_units: int = 2
+    predictor_norm: str = "none"
     denoiser_channels: tuple[int, ...] = (32, 64)
     denoiser_res_blocks: int = 1
     denoiser_groups: int = 16
     schedule: dict = field(default_factory=dict)
     latent_scale: float = 1.0
     residual_scale: float = 1.0
+    map_estimate: str = "samples"
 
     @classmethod
     def from_dict(cls, data: dict) -> "LatentResidualArchitecture":
@@ -74,18 +80,24 @@ class LatentResidualArchitecture:
             predictor_channels=_ints(predictor.get("channels", cls.predictor_channels), "predictor channels"),
             predictor_strides=_ints(predictor.get("strides", cls.predictor_strides), "predictor strides"),
             predictor_res_units=int(predictor.get("num_res_units", cls.predictor_res_units)),
+            predictor_norm=str(predictor.get("norm", cls.predictor_norm)),
             denoiser_channels=_ints(denoiser.get("channels", cls.denoiser_channels), "denoiser channels"),
             denoiser_res_blocks=int(denoiser.get("num_res_blocks", cls.denoiser_res_blocks)),
             denoiser_groups=int(denoiser.get("norm_num_groups", cls.denoiser_groups)),
             schedule=dict(data.get("schedule") or {}),
             latent_scale=float(data.get("latent_scale", 1.0)),
             residual_scale=float(data.get("residual_scale", 1.0)),
+            map_estimate=str(data.get("map_estimate", "samples")),
         )
+        if architecture.map_estimate not in MAP_ESTIMATES:
+            raise ValueError(f"map_estimate must be one of {MAP_ESTIMATES}, got {architecture.map_estimate!r}")
         if len(architecture.predictor_strides) != len(architecture.predictor_channels) - 1:
             raise ValueError("predictor strides need one entry fewer than predictor channels")
         if any(c % architecture.denoiser_groups for c in architecture.denoiser_channels):
             raise ValueError(f"denoiser channels {architecture.denoiser_channels} must be divisible by "
                              f"norm_num_groups {architecture.denoiser_groups}")
+        if architecture.predictor_norm not in ("none", "instance", "batch"):
+            raise ValueError(f"predictor norm must be 'none', 'instance' or 'batch', got {architecture.predictor_norm!r}")
         if architecture.latent_scale <= 0 or architecture.residual_scale <= 0:
             raise ValueError("latent_scale and residual_scale must be positive")
         if architecture.autoencoder.get("kind", "space-to-depth") not in ("space-to-depth", "kl"):
@@ -98,11 +110,11 @@ class LatentResidualArchitecture:
     def to_dict(self) -> dict:
         return {"family": FAMILY, "autoencoder": self.autoencoder,
                 "predictor": {"channels": list(self.predictor_channels), "strides": list(self.predictor_strides),
-                              "num_res_units": self.predictor_res_units},
+                              "num_res_units": self.predictor_res_units, "norm": self.predictor_norm},
                 "denoiser": {"channels": list(self.denoiser_channels), "num_res_blocks": self.denoiser_res_blocks,
                              "norm_num_groups": self.denoiser_groups},
                 "schedule": self.schedule, "latent_scale": self.latent_scale,
-                "residual_scale": self.residual_scale}
+                "residual_scale": self.residual_scale, "map_estimate": self.map_estimate}
 
     @property
     def learned(self) -> bool:
@@ -164,7 +176,10 @@ class LatentResidualNetworks(nn.Module):
         self.autoencoder = build_autoencoder(1, architecture.autoencoder) if architecture.learned else None
         self.predictor = UNet(spatial_dims=3, in_channels=latent * input_channels,
                               out_channels=latent * output_channels, channels=architecture.predictor_channels,
-                              strides=architecture.predictor_strides, num_res_units=architecture.predictor_res_units)
+                              strides=architecture.predictor_strides, num_res_units=architecture.predictor_res_units,
+                              # no per-sample statistics: they would erase the absolute PSR level (and make crops
+                              # and whole volumes disagree); instance norm kept it near the constant-map score
+                              norm=None if architecture.predictor_norm == "none" else architecture.predictor_norm)
         self.denoiser = DiffusionModelUNet(
             spatial_dims=3, in_channels=latent * (2 * output_channels + input_channels),
             out_channels=latent * output_channels, channels=architecture.denoiser_channels,

@@ -15,7 +15,7 @@ import torch
 from ..errors import InputError
 from .demist import DemistArchitecture, build_networks
 from .latent_residual import FAMILY as RESIDUAL_FAMILY
-from .latent_residual import LatentResidualArchitecture, LatentResidualNetworks, sample_latents
+from .latent_residual import MAP_ESTIMATES, LatentResidualArchitecture, LatentResidualNetworks, sample_latents
 from .sampling import SAMPLERS, RunningMoments, denoise, make_sampler
 from .tiling import estimate_autoencoder_bytes, memory_budget, plan_tile, tiled
 
@@ -151,8 +151,8 @@ class SynthesisModel:
     @torch.inference_mode()
     def predict(self, inputs: torch.Tensor, steps: int = 10, samples: int = 1, seed: int = 0,
                 sampler: str = "dpm++", progress: Callable[[int, int], None] | None = None,
-                cancel: Callable[[], bool] | None = None, eta: float = 0.0, tile=None, residual: bool = True
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                cancel: Callable[[], bool] | None = None, eta: float = 0.0, tile=None, residual: bool = True,
+                estimate: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample the output maps ``samples`` times and return their per-voxel mean and standard deviation.
 
         Args:
@@ -167,6 +167,10 @@ class SynthesisModel:
                 a tuple = this full-resolution tile size.
             residual: latent-residual models only: False skips the diffusion model and decodes the deterministic
                 mean prediction (the ablation "predictor only"; ``std`` is then zeros).
+            estimate: latent-residual models only: how the output map estimates the samples' expectation:
+                ``"samples"`` (their empirical mean) or ``"predictor"`` (the decoded mean prediction, which the
+                samples' mean converges to as K grows: same expectation, no Monte Carlo noise); ``std`` is the
+                samples' SD either way. Default: the card's ``map_estimate``.
 
         Returns:
             ``(mean, std)``: float32 ``(1, C_out, D, H, W)`` on the CPU, normalised output units.
@@ -182,13 +186,21 @@ class SynthesisModel:
         if self.residual_networks is not None:
             networks = self.residual_networks
             channels = list(networks.architecture.autoencoder.get("channels", [16]))
+            estimate = estimate or networks.architecture.map_estimate
+            if estimate not in MAP_ESTIMATES:
+                raise InputError(f"must be one of {', '.join(MAP_ESTIMATES)}, got {estimate!r}", name="estimate")
+
+            def decode(latent):
+                return self._autoencoder_pass(networks.decode, latent, channels, tile, self.factor).float()
             with self._autocast():
                 condition = self._autoencoder_pass(networks.encode, inputs, channels, tile, 1).float()
                 sample_latents(networks, condition, make_sampler(sampler, self.schedule, eta, generator), steps,
-                               samples, generator, lambda latent: moments.add(self._autoencoder_pass(
-                                   networks.decode, latent, channels, tile, self.factor).float()),
-                               progress, cancel, residual)
-            return moments.mean.cpu(), moments.std().cpu()
+                               samples, generator, lambda latent: moments.add(decode(latent)), progress, cancel,
+                               residual)
+                mean = moments.mean
+                if residual and estimate == "predictor":
+                    mean = decode(networks.predict_mean(condition))
+            return mean.cpu(), moments.std().cpu()
         with self._autocast():
             condition = self.encode_inputs(inputs, tile).float()
             latent_shape = (1, self.networks.autoencoder_target.latent_channels, *condition.shape[2:])

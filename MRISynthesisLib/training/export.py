@@ -153,10 +153,11 @@ def _half_precision(state_dicts: dict) -> dict:
 
 def export_latent_residual_run(run_dir: str | Path, task_id: str, folder: str | Path, model_id: str | None = None,
                                version: str = "0.2.0", heldout: int = 4, samples: int = 4, steps: int = 10,
-                               half: bool = True, command: str = ""):
+                               half: bool = True, command: str = "", map_estimate: str = "samples"):
     """Model folder from a finished latent-residual run (``training.latent_residual``), with held-out metrics
     of the mean of ``samples`` samples on clean and randomised phantoms; weights in float16 when ``half``
-    (the card records what that costs against float32)."""
+    (the card records what that costs against float32). ``map_estimate`` ("samples" or "predictor") is how the
+    output map estimates the samples' expectation (``SynthesisModel.predict``)."""
     from ..engine.latent_residual import LatentResidualArchitecture, LatentResidualNetworks
     from .latent_residual import STAGES as RESIDUAL_STAGES
     from .latent_residual import ResidualTrainConfig, load_stage
@@ -174,7 +175,7 @@ def export_latent_residual_run(run_dir: str | Path, task_id: str, folder: str | 
             states["autoencoder"]["architecture_update"]["latent_scale"]:
         raise InputError("the autoencoder stage was re-run after the latent stage was trained; re-run --stage latent",
                          name="--out")
-    architecture = LatentResidualArchitecture.from_dict({**config.architecture,
+    architecture = LatentResidualArchitecture.from_dict({**config.architecture, "map_estimate": map_estimate,
                                                          **states["latent"]["architecture_update"]})
     networks = LatentResidualNetworks(architecture, len(recipe.inputs), len(recipe.targets))
     for stage in RESIDUAL_STAGES:

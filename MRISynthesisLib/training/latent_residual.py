@@ -41,7 +41,7 @@ CHANNELS_LAST = torch.channels_last_3d
 DEFAULT_ARCHITECTURE = {
     "family": FAMILY,
     "autoencoder": {"kind": "space-to-depth", "factor": 2},
-    "predictor": {"channels": [32, 64, 128], "strides": [2, 2], "num_res_units": 2},
+    "predictor": {"channels": [32, 64, 128], "strides": [2, 2], "num_res_units": 2, "norm": "none"},
     "denoiser": {"channels": [16, 32, 64], "num_res_blocks": 1, "norm_num_groups": 16},
     "schedule": {"num_train_timesteps": 1000, "schedule": "scaled_linear_beta", "beta_start": 0.0015,
                  "beta_end": 0.0195, "prediction_type": "v_prediction"},

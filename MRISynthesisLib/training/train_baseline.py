@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay to 5 %%)")
     parser.add_argument("--parameters", type=int, default=DIFFUSION_PARAMETERS,
                         help="size to match: the UNet width is chosen so its parameter count is closest")
+    parser.add_argument("--norm", choices=["none", "instance", "batch"], default="none",
+                        help="normalisation layers of the UNet (instance norm erases absolute levels)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the crop sampler")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--minutes", type=float, default=15.0, help="stop early after this wall time (safety net)")
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     subjects = phantom_subjects(recipe, seeds, args.spacing, multiple, randomize_acquisition=None)
     prepared_s = time.monotonic() - started
     channels = channels_for_size(args.parameters, len(recipe.inputs), len(recipe.targets))
-    network = build_unet_regressor(len(recipe.inputs), len(recipe.targets), channels)
+    network = build_unet_regressor(len(recipe.inputs), len(recipe.targets), channels, norm=args.norm)
     parameters = sum(p.numel() for p in network.parameters())
     print(f"UNet channels {channels}: {parameters / 1e6:.2f} M parameters; data ready in {prepared_s:.0f} s", flush=True)
     optimiser = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "normalisation": {"inputs": {"method": "percentile", "low": 1.0, "high": 99.0},
                           "outputs": {name: {"scale": s, "offset": 0.0} for name, s in scale.items()}},
         "architecture": {"kind": UNET_ARCHITECTURE_KIND, "network": "monai.networks.nets.UNet", "channels": list(channels),
-                         "strides": [2] * (len(channels) - 1), "num_res_units": 2, "norm": "instance",
+                         "strides": [2] * (len(channels) - 1), "num_res_units": 2, "norm": args.norm,
                          "roi": [args.crop] * 3, "parameters": parameters},
         "licence": "Apache-2.0",
         "training": {"data": f"phantom ({', '.join(recipe.pathologies)}), randomised acquisition (every 4th subject clean), "
