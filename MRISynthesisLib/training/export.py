@@ -28,9 +28,10 @@ from .checkpoint import load_weights
 HELDOUT_FIRST_SEED = 10_000
 
 
-def _final_states(run_dir: Path) -> dict[str, dict]:
+def _final_states(run_dir: Path, stages=STAGES) -> dict[str, dict]:
+    """The ``final/state.json`` of every stage of a run (refuses a run with an unfinished stage)."""
     states = {}
-    for stage in STAGES:
+    for stage in stages:
         path = run_dir / stage / "final" / "state.json"
         if not path.is_file():
             raise InputError(f"stage {stage!r} has not finished (no {path})", name="--out")
@@ -164,12 +165,7 @@ def export_latent_residual_run(run_dir: str | Path, task_id: str, folder: str | 
 
     run_dir = Path(run_dir)
     task, recipe = get_task(task_id), task_data(task_id)
-    states = {}
-    for stage in RESIDUAL_STAGES:
-        path = run_dir / stage / "final" / "state.json"
-        if not path.is_file():
-            raise InputError(f"stage {stage!r} has not finished (no {path})", name="--out")
-        states[stage] = json.loads(path.read_text(encoding="utf-8"))
+    states = _final_states(run_dir, RESIDUAL_STAGES)
     config = ResidualTrainConfig(**{**states["latent"]["config"], "resume": False})
     if not config.init_from and states["latent"]["architecture_update"]["latent_scale"] != \
             states["autoencoder"]["architecture_update"]["latent_scale"]:

@@ -18,6 +18,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from ..engine.lora import freeze
 from ..engine.sampling import training_scheduler
 from ..errors import InputError
 from .checkpoint import EMA, atomic_save_tensors, atomic_write_json, load_checkpoint, load_weights, save_checkpoint
+from .config import StageConfig
 from .data import CropStream, load_subjects, phantom_subjects, task_data
 from .losses import diffusion_target
 
@@ -49,39 +51,19 @@ DEFAULT_ARCHITECTURE = {
 
 
 @dataclass
-class ResidualTrainConfig:
-    """Everything one stage needs (JSON-serialisable; saved in ``state.json``)."""
+class ResidualTrainConfig(StageConfig):
+    """A latent-residual stage (``STAGES``): the shared settings, this recipe's defaults and its own fields."""
 
-    task: str
-    stage: str
-    out: str
-    data: str = "phantom"
+    STAGES: ClassVar[tuple[str, ...]] = STAGES
+
     steps: int = 2000
     batch: int = 4
-    spacing: float = 2.0
-    crop: list = field(default_factory=lambda: [64, 64, 64])
-    denoiser_crop: int = 16  # latent voxels: the residual is local, and the diffusion UNet is the costly part
-    multiple: int = 16
     subjects: int = 64
-    seed: int = 0
-    lr: float = 1e-3
-    ema_decay: float = 0.995
-    resume: bool = False
-    save_every: int = 100
     log_every: int = 20
-    max_minutes: float = 0.0
+    denoiser_crop: int = 16  # latent voxels: the residual is local, and the diffusion UNet is the costly part
     heldout: int = 2
     init_from: str = ""  # latent stage: start from this installed/bundled model's weights (continue a shipped run)
     architecture: dict = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_ARCHITECTURE)))
-    command: str = ""
-
-    def __post_init__(self):
-        if self.stage not in STAGES:
-            raise InputError(f"must be one of {', '.join(STAGES)}, got {self.stage!r}", name="--stage")
-        if self.steps < 1 or self.batch < 1:
-            raise InputError("steps and batch must be >= 1", name="--steps")
-        if any(int(c) % self.multiple for c in self.crop):
-            raise InputError(f"crop {self.crop} must be divisible by the model multiple {self.multiple}", name="--crop")
 
 
 def _final_dir(config: ResidualTrainConfig, stage: str) -> Path:

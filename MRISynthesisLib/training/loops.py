@@ -16,6 +16,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -24,12 +25,13 @@ from torch import nn
 from tqdm import tqdm
 
 from ..engine.conditioning import initialise_controlnet
-from ..engine.lora import freeze, trainable_share
 from ..engine.demist import DemistArchitecture, build_networks
+from ..engine.lora import freeze, trainable_share
 from ..engine.sampling import training_scheduler
 from ..errors import InputError
 from . import distributed
 from .checkpoint import EMA, atomic_save_tensors, atomic_write_json, load_checkpoint, load_weights, save_checkpoint
+from .config import StageConfig
 from .data import CropStream, load_subjects, task_data
 from .losses import (AutoencoderLossWeights, autoencoder_loss, diffusion_target, edge_aware_loss,
                      latent_alignment_loss, lesion_boundary_weight, predicted_clean_latent, tissue_mean_loss)
@@ -53,40 +55,16 @@ DEFAULT_ARCHITECTURE = {
 
 
 @dataclass
-class TrainConfig:
-    """Everything one stage needs (all JSON-serialisable; saved in ``state.json``)."""
+class TrainConfig(StageConfig):
+    """A DEMIST stage (``STAGES``): the shared settings plus its loss weights and architecture."""
 
-    task: str
-    stage: str
-    out: str
-    data: str = "phantom"
-    steps: int = 500
-    batch: int = 2
-    spacing: float = 2.0
-    crop: list = field(default_factory=lambda: [64, 64, 64])
-    multiple: int = 16
-    subjects: int = 24
-    seed: int = 0
-    lr: float = 1e-3
-    ema_decay: float = 0.995
-    resume: bool = False
-    save_every: int = 100
-    log_every: int = 10
+    STAGES: ClassVar[tuple[str, ...]] = STAGES
+
     decode_every: int = 1
-    max_minutes: float = 0.0  # > 0: stop (and finish normally) once this much wall time has passed
     edge_weight: float = 0.5
     tissue_weight: float = 0.5
     boundary_emphasis: float = 4.0
     architecture: dict = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_ARCHITECTURE)))
-    command: str = ""
-
-    def __post_init__(self):
-        if self.stage not in STAGES:
-            raise InputError(f"must be one of {', '.join(STAGES)}, got {self.stage!r}", name="--stage")
-        if self.steps < 1 or self.batch < 1:
-            raise InputError("steps and batch must be >= 1", name="--steps")
-        if any(int(c) % self.multiple for c in self.crop):
-            raise InputError(f"crop {self.crop} must be divisible by the model multiple {self.multiple}", name="--crop")
 
 
 class AutoencoderPair(nn.Module):

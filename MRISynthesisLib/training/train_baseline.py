@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="size to match: the UNet width is chosen so its parameter count is closest")
     parser.add_argument("--norm", choices=["none", "instance", "batch"], default="none",
                         help="normalisation layers of the UNet (instance norm erases absolute levels)")
+    parser.add_argument("--half", action="store_true", help="store the weights in float16 (half the size; the "
+                        "networks compute in float32)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the crop sampler")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--minutes", type=float, default=15.0, help="stop early after this wall time (safety net)")
@@ -126,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         "metrics": {"final_train_l1": round(float(np.mean(losses[-50:])), 5), "steps": step,
                     "crop": args.crop, "batch": args.batch},
     }
-    card = write_model(args.out, card_fields, {UNET_STEM: network.state_dict()})
+    weights = {k: v.half() if args.half and v.is_floating_point() else v for k, v in network.state_dict().items()}
+    card = write_model(args.out, card_fields, {UNET_STEM: weights})
     print(f"wrote {card.folder} after {step} steps in {duration:.0f} s", flush=True)
     return 0
 
