@@ -1,7 +1,7 @@
 """Lesion masks and per-lesion statistics on the reference grid.
 
 A lesion mask is either given by the user or derived by the task's ``LesionRule`` (e.g. FLAIR
-hyperintensity together with a PSR drop). Lesions are the 26-connected components of the mask.
+hyperintensity; an ADC drop for stroke). Lesions are the 26-connected components of the mask.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def derive_lesions(rule: LesionRule, inputs: dict[str, Volume], outputs: dict[st
     """Binary lesion mask from ``rule`` on the reference grid (all volumes share it)."""
     inside = brain.array > 0
     # Lesions sit inside the brain, away from its outer border where partial volume mimics them.
-    core = ndimage.binary_erosion(inside, iterations=2)
+    core = ndimage.binary_erosion(inside, iterations=rule.erosion_voxels) if rule.erosion_voxels else inside.copy()
     candidate = core.copy()
     if rule.bright_input and rule.bright_input in inputs:
         bright = inputs[rule.bright_input]
@@ -79,6 +79,8 @@ def derive_lesions(rule: LesionRule, inputs: dict[str, Volume], outputs: dict[st
             low = values < rule.low_fraction * normal_level(values, inside)
         # A low target alone (e.g. PSR in grey matter) is not a lesion unless its neighbourhood agrees.
         candidate &= low & (values > 0)
+    if rule.opening:
+        candidate = ndimage.binary_opening(candidate)
     return brain.with_array(candidate.astype(np.uint8))
 
 

@@ -33,6 +33,10 @@ def test_rule_finds_bright_low_psr_lesions_despite_bias_field():
     found = derive_lesions(get_task("myelin-psr").lesion_rule, {"flair": flair}, {"psr": psr}, brain).array > 0
     dice = 2 * np.sum(found & truth) / (found.sum() + truth.sum())
     assert dice > 0.7
+    # the MS rule does not depend on the synthesized map: a wrong PSR map leaves the overlay unchanged
+    wrong = psr.with_array(np.where(brain.array > 0, 0.15, 0).astype(np.float32))
+    same = derive_lesions(get_task("myelin-psr").lesion_rule, {"flair": flair}, {"psr": wrong}, brain).array > 0
+    assert np.array_equal(found, same)
     labels = label_lesions(brain.with_array(found.astype(np.uint8)), min_volume_ml=0.02)
     assert labels.array.max() == 2
 
