@@ -56,7 +56,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     parser.add_argument("--architecture", default=None, help="JSON merged into the default network configuration")
     parser.add_argument("--model-dir", default=None, help="export: model folder to write (default RUN_DIR/model)")
-    parser.add_argument("--model-version", default="0.1.0", help="export: version written in the card")
+    parser.add_argument("--model-version", default="0.2.0", help="export: version written in the card")
     parser.add_argument("--heldout", type=int, default=4, help="export: held-out phantom subjects for metrics "
                         "(latent-residual autoencoder stage: for its reconstruction PSNR)")
     parser.add_argument("--init-from", default="", metavar="MODEL_ID",
