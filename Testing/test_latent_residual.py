@@ -46,6 +46,16 @@ def test_space_to_depth_is_an_exact_invertible_rearrangement():
     assert torch.equal(latent[:, 7], images[:, 0, 1::2, 1::2, 1::2])
 
 
+def test_latent_mirror_is_the_latent_of_the_mirrored_image(model):
+    from MRISynthesisLib.engine.latent_residual import mirror_latent
+
+    networks = model.residual_networks
+    images = torch.rand(2, 3, *SHAPE, generator=torch.Generator().manual_seed(2))
+    mirrored = mirror_latent(networks.encode(images), networks.architecture)
+    torch.testing.assert_close(mirrored, networks.encode(images.flip(-1)), rtol=0, atol=0)
+    assert not torch.equal(networks.encode(images).flip(-1), mirrored)  # a grid flip alone scrambles the image
+
+
 def test_encode_decode_round_trip_per_channel(model):
     networks = model.residual_networks
     images = torch.rand(1, 3, *SHAPE)

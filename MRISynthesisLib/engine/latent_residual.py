@@ -156,6 +156,18 @@ def depth_to_space(latent: torch.Tensor, factor: int) -> torch.Tensor:
     return blocks.reshape(n, 1, d * f, h * f, w * f)
 
 
+def mirror_latent(latent: torch.Tensor, architecture: "LatentResidualArchitecture") -> torch.Tensor:
+    """The latent of the left-right mirrored image (last axis), for ``(B, C * L, d, h, w)`` latents of the
+    space-to-depth kind: the grid is flipped and so is the x offset inside every block (flipping the grid alone
+    would describe a scrambled image, not a mirrored one)."""
+    if architecture.learned:
+        raise ValueError("a learned latent has no exact mirror; mirror the images before encoding")
+    f = architecture.factor
+    b, c, d, h, w = latent.shape
+    blocks = latent.reshape(b, c // f ** 3, f, f, f, d, h, w)
+    return blocks.flip(4, 7).reshape(b, c, d, h, w)
+
+
 class LatentResidualNetworks(nn.Module):
     """The three networks of one model and the encode/decode conventions.
 
@@ -164,7 +176,6 @@ class LatentResidualNetworks(nn.Module):
         input_channels: number of input contrasts ``C_in``.
         output_channels: number of target maps ``C_out``.
     """
-
 
     def __init__(self, architecture: LatentResidualArchitecture, input_channels: int, output_channels: int):
         super().__init__()

@@ -21,6 +21,7 @@ from ..resample import resample_to
 from ..volume import Volume, read_volume
 
 TISSUE_CLASSES = ("wm", "gm", "deep_gm", "csf", "lesion")
+HELDOUT_FIRST_SEED = 10_000  # phantom seeds from here on are held out: never used for training
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 

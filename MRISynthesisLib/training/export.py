@@ -21,11 +21,10 @@ from ..engine.model import SynthesisModel
 from ..errors import InputError
 from ..model_store.export import write_model
 from ..tasks import get_task
-from .data import phantom_subjects, task_data, training_seeds
+from .data import HELDOUT_FIRST_SEED, phantom_subjects, task_data, training_seeds
 from .loops import STAGE_STEMS, STAGES
 from .checkpoint import load_weights
 
-HELDOUT_FIRST_SEED = 10_000
 
 
 def _final_states(run_dir: Path, stages=STAGES) -> dict[str, dict]:

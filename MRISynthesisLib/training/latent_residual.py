@@ -26,19 +26,17 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .. import metrics
-from .losses import AutoencoderLossWeights, autoencoder_loss
-from ..engine.latent_residual import FAMILY, LatentResidualArchitecture, LatentResidualNetworks
+from ..engine.latent_residual import FAMILY, LatentResidualArchitecture, LatentResidualNetworks, mirror_latent
 from ..engine.lora import freeze
 from ..engine.sampling import training_scheduler
 from ..errors import InputError
 from .checkpoint import EMA, atomic_save_tensors, atomic_write_json, load_checkpoint, load_weights, save_checkpoint
 from .config import StageConfig
-from .data import CropStream, load_subjects, phantom_subjects, task_data
-from .losses import diffusion_target
+from .data import HELDOUT_FIRST_SEED, CropStream, load_subjects, phantom_subjects, task_data
+from .losses import AutoencoderLossWeights, autoencoder_loss, diffusion_target
 
 STAGES = ("autoencoder", "latent")
 STAGE_STEMS = {"autoencoder": ("autoencoder",), "latent": ("predictor", "denoiser")}  # learned-latent case
-HELDOUT_FIRST_SEED = 10_000
 CHANNELS_LAST = torch.channels_last_3d
 DEFAULT_ARCHITECTURE = {
     "family": FAMILY,
@@ -92,10 +90,12 @@ def _single_channel(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class LatentCrops:
-    """Endless batches of random latent crops (left-right flips) from precomputed whole-subject latents."""
+    """Endless batches of random latent crops from precomputed whole-subject latents, left-right mirrored at
+    random (``mirror``: the latent's own exact mirror, or None for no mirroring)."""
 
-    def __init__(self, latents: list[dict[str, torch.Tensor]], crop: tuple[int, int, int], batch: int, seed):
-        self.latents, self.crop, self.batch = latents, crop, batch
+    def __init__(self, latents: list[dict[str, torch.Tensor]], crop: tuple[int, int, int], batch: int, seed,
+                 mirror=None):
+        self.latents, self.crop, self.batch, self.mirror = latents, crop, batch, mirror
         self.rng = np.random.default_rng(seed)
 
     def __iter__(self):
@@ -109,10 +109,10 @@ class LatentCrops:
             size = np.minimum(self.crop, shape)
             start = [int(self.rng.integers(0, s - c + 1)) for s, c in zip(shape, size)]
             region = (slice(None),) + tuple(slice(b, b + c) for b, c in zip(start, size))
-            flip = self.rng.random() < 0.5
+            flip = self.mirror is not None and self.rng.random() < 0.5
             for key in pieces:
                 piece = item[key][region]
-                pieces[key].append(piece.flip(-1) if flip else piece)
+                pieces[key].append(self.mirror(piece[None])[0] if flip else piece)
         return {key: torch.stack(value) for key, value in pieces.items()}
 
 
@@ -195,7 +195,8 @@ def build_stage(config: ResidualTrainConfig):
         freeze(networks.autoencoder).eval()
     latents = _encode_subjects(networks, subjects)
     factor = architecture.factor
-    crops = LatentCrops(latents, tuple(int(c) // factor for c in config.crop), config.batch, [config.seed, 1])
+    mirror = None if architecture.learned else (lambda latent: mirror_latent(latent, architecture))
+    crops = LatentCrops(latents, tuple(int(c) // factor for c in config.crop), config.batch, [config.seed, 1], mirror)
     scheduler = training_scheduler(architecture.schedule)
 
     def losses(batch, step):
