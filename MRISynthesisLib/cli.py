@@ -1,6 +1,6 @@
 """The ``mrisynthesis`` command line: a thin dispatcher over ``commands/*``.
 
-Each subcommand lives in ``commands/<name>.py`` with ``add_parser(subparsers)`` setting
+Each subcommand lives in ``commands/<name>.py`` (``-`` as ``_``) with ``add_parser(subparsers)`` setting
 ``func(args) -> int``. Heavy imports (torch, MONAI) happen inside ``func``, so ``--help`` is instant.
 """
 
@@ -14,7 +14,7 @@ from . import __version__
 from .errors import CancelledError, InputError
 
 # Order = order in ``mrisynthesis --help``.
-SUBCOMMANDS = ("tasks", "models", "synthesize", "phantom", "train", "evaluate", "worker")
+SUBCOMMANDS = ("tasks", "models", "synthesize", "segment-lesions", "phantom", "train", "evaluate", "worker")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mrisynthesis {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
-        importlib.import_module(f".commands.{name}", __package__).add_parser(subparsers)
+        importlib.import_module(f".commands.{name.replace('-', '_')}", __package__).add_parser(subparsers)
     return parser
 
 

@@ -84,6 +84,19 @@ def derive_lesions(rule: LesionRule, inputs: dict[str, Volume], outputs: dict[st
     return brain.with_array(candidate.astype(np.uint8))
 
 
+def describe_rule(rule: LesionRule) -> str:
+    """The rule in a few words for summaries, e.g. ``"flair z > 2.0, opening"``."""
+    parts = []
+    if rule.bright_input:
+        parts.append(f"{rule.bright_input} z > {rule.bright_z:g}")
+    if rule.low_output:
+        threshold = f"{rule.low_absolute:g}" if rule.low_absolute is not None else f"{rule.low_fraction:g} x normal"
+        parts.append(f"{rule.low_output} < {threshold}")
+    if rule.opening:
+        parts.append("opening")
+    return ", ".join(parts)
+
+
 def nawm_mask(labels: Volume, output: Volume, brain: Volume) -> np.ndarray:
     """Normal-appearing tissue: brain voxels away from lesions whose ``output`` is in the upper tissue class."""
     inside = brain.array > 0
@@ -103,8 +116,10 @@ def lesion_table(labels: Volume, outputs: dict[str, Volume], brain: Volume) -> l
     voxels = ndimage.sum_labels(np.ones_like(labels.array), labels.array, index)
     centroids = ndimage.center_of_mass(np.ones_like(labels.array), labels.array, index)
     to_physical = labels.index_to_physical()
-    reference = {name: float(np.median(volume.array[nawm_mask(labels, volume, brain)]))
-                 for name, volume in outputs.items()}
+    reference = {}
+    for name, volume in outputs.items():
+        normal = volume.array[nawm_mask(labels, volume, brain)]
+        reference[name] = float(np.median(normal)) if normal.size else 0.0  # no normal tissue left: no ratio
     rows = []
     for i, lesion_id in enumerate(index):
         centre = to_physical @ np.array([*centroids[i][::-1], 1.0])

@@ -341,6 +341,8 @@ def import_result(scene, task, result, reference_node, output_nodes: dict | None
         if show and imported.outputs:
             show_in_slice_views(scene, next(iter(imported.outputs.values())),
                                 foreground_node or reference_node, imported.segmentation)
+        elif show and imported.segmentation is not None:  # a lesions-only task: the input under its outlines
+            show_in_slice_views(scene, foreground_node or reference_node, None, imported.segmentation)
     return imported
 
 

@@ -21,13 +21,14 @@ import numpy as np
 from . import checks, lesions as lesion_tools, report
 from .errors import CancelledError, InputError
 from .model_store.registry import ModelRegistry
-from .preprocess import compute_brain_mask, prepare
+from .preprocess import arrange_channels, compute_brain_mask, prepare
 from .resample import overlap_fraction, register_rigid, resample_to
 from .tasks import Task, get_task
 from .volume import Volume, read_volume, write_volume
 
 Progress = Callable[[str, int, int], None]
 MIN_OVERLAP = 0.5  # below this fraction of shared foreground, inputs are registered (or refused)
+LESION_METHODS = ("auto", "segmenter", "rule")
 
 
 @dataclass
@@ -51,6 +52,7 @@ class SynthesisRequest:
     model_home: Path | None = None
     memory_limit_bytes: int | None = None
     residual: bool = True  # False: latent-residual models decode their mean prediction only (ablation)
+    lesion_method: str = "auto"  # auto: the task's segmenter when installed, else its rule; segmenter; rule
 
 
 @dataclass
@@ -81,6 +83,8 @@ def _validate_request(request: SynthesisRequest, task: Task) -> list[str]:
         raise InputError("--steps and --samples must be at least 1", "--steps")
     if request.register not in ("auto", "always", "never"):
         raise InputError("must be auto, always or never", "--register")
+    if request.lesion_method not in LESION_METHODS:
+        raise InputError(f"must be one of {', '.join(LESION_METHODS)}", "--lesion-method")
     return [name for name in task.input_names if name in request.inputs]
 
 
@@ -163,15 +167,20 @@ def synthesize(request: SynthesisRequest, progress: Progress | None = None,
     checkpoint("align", len(names), len(names))
 
     registry = ModelRegistry(request.model_home)
-    card = registry.card(task.model_id)  # ModelNotInstalledError names the install command
+    segmenter_id = _segmenter_to_use(task, request, registry)
+    card = registry.card(task.model_id) if task.outputs else None  # ModelNotInstalledError names the install command
     from .engine.model import resolve_device  # torch is imported only once the inputs are known to be good
 
     device = resolve_device(request.device)  # an unusable --device is refused before any heavy work
-    spacing = tuple(float(s) for s in card.spacing)
     extent_mm = np.asarray(reference.shape[::-1]) * np.asarray(reference.spacing)
-    model_voxels = int(np.prod(np.ceil(extent_mm / np.asarray(spacing)))) * (len(card.inputs) + len(card.outputs))
-    checks.check_memory(model_voxels, checks.BYTES_PER_MODEL_VOXEL * request.samples, "synthesis at the model spacing",
-                        reference_name, request.memory_limit_bytes)
+    if card is not None:
+        model_voxels = int(np.prod(np.ceil(extent_mm / np.asarray(card.spacing)))) * (len(card.inputs) + len(card.outputs))
+        checks.check_memory(model_voxels, checks.BYTES_PER_MODEL_VOXEL * request.samples,
+                            "synthesis at the model spacing", reference_name, request.memory_limit_bytes)
+    if segmenter_id:
+        segmenter_voxels = int(np.prod(np.ceil(extent_mm))) * 3  # two inputs and the probability at 1 mm
+        checks.check_memory(segmenter_voxels, checks.BYTES_PER_MODEL_VOXEL, "lesion segmentation at 1 mm",
+                            reference_name, request.memory_limit_bytes)
 
     if request.mask is not None:
         mask = _load(request.mask, "--mask", request.memory_limit_bytes)
@@ -180,16 +189,58 @@ def synthesize(request: SynthesisRequest, progress: Progress | None = None,
         checks.check_mask(mask, "--mask")
     else:
         mask = compute_brain_mask(list(on_reference.values()))
+    outputs, uncertainty, model_summary, model_grid = {}, {}, None, None
+    if card is not None:
+        outputs, uncertainty, model_grid = _synthesize_maps(card, task_outputs, names, on_reference, mask, request,
+                                                            registry, device, checkpoint, cancel)
+        model_summary = {"id": card.id, "version": card.version}
+    checkpoint("postprocess", 0, 1)
+
+    lesion_labels, lesion_method = None, None
+    if request.lesions is not None:
+        given = _load(request.lesions, "--lesions", request.memory_limit_bytes)
+        lesion_labels = lesion_tools.label_lesions(resample_to(given.with_array((given.array > 0).astype(np.uint8)),
+                                                               reference, "nearest"))
+        lesion_method = "the user's mask"
+    elif task.lesion_rule is not None:
+        lesion_labels, lesion_method = _lesion_overlay(task, segmenter_id, on_reference, outputs, mask, registry,
+                                                       device, checkpoint, cancel)
+    table = lesion_tools.lesion_table(lesion_labels, outputs or _lesion_table_inputs(task, on_reference), mask) \
+        if lesion_labels is not None else []
+    checkpoint("postprocess", 1, 1)
+
+    summary = {
+        "task": task.id, "model": model_summary, "reference": reference_name,
+        "inputs": {n: str(request.inputs[n]) if not isinstance(request.inputs[n], Volume) else "<volume>" for n in names},
+        "registered": registered, "device": str(device),
+        **({"steps": request.steps, "samples": request.samples, "seed": request.seed, "sampler": request.sampler,
+            "model_grid": model_grid} if card is not None else {}),
+        "lesions": {"count": len(table), "total_ml": round(sum(r["volume_ml"] for r in table), 3),
+                    "source": "given" if request.lesions is not None else ("segmenter" if segmenter_id else "rule"),
+                    "method": lesion_method} if lesion_labels is not None else None,
+    }
+    result = SynthesisResult(task, outputs, uncertainty, lesion_labels, table, {}, summary)
+    if request.output_dir is not None:
+        result.files = _write_outputs(result, on_reference, Path(request.output_dir), request, checkpoint)
+        result.summary["files"] = result.files
+        progress("write", 2, 2)
+    return result
+
+
+def _synthesize_maps(card, task_outputs: list[str], names: list[str], on_reference: dict[str, Volume], mask: Volume,
+                     request: SynthesisRequest, registry: ModelRegistry, device, checkpoint, cancel):
+    """The task's maps (mean of the samples) and their SD on the reference grid, and the model grid shape."""
+    spacing = tuple(float(s) for s in card.spacing)
     prepared = prepare({n: on_reference[n] for n in names}, mask, spacing, card.multiple,
                        (card.normalisation["inputs"]["low"], card.normalisation["inputs"]["high"]))
-    network_inputs = _arrange_channels(prepared.inputs, names, card.inputs)
+    network_inputs = arrange_channels(prepared.inputs, names, card.inputs)
     checkpoint("preprocess", 1, 1)
 
     import torch
 
     from .engine.model import SynthesisModel
 
-    model = SynthesisModel.from_registry(registry, task.model_id, device=device)
+    model = SynthesisModel.from_registry(registry, card.id, device=device)
     mean, std = model.predict(torch.from_numpy(network_inputs)[None], steps=request.steps, samples=request.samples,
                               seed=request.seed, sampler=request.sampler, residual=request.residual,
                               progress=lambda step, total: checkpoint("sample", step, total), cancel=cancel)
@@ -202,40 +253,41 @@ def synthesize(request: SynthesisRequest, progress: Progress | None = None,
         outputs[output_name] = prepared.inverse(mean[0, channel].numpy(), scale, offset)
         if request.samples > 1:
             uncertainty[output_name] = prepared.inverse(std[0, channel].numpy(), abs(scale), 0.0)
-    checkpoint("postprocess", 0, 1)
-
-    lesion_labels = None
-    if request.lesions is not None:
-        given = _load(request.lesions, "--lesions", request.memory_limit_bytes)
-        lesion_labels = lesion_tools.label_lesions(resample_to(given.with_array((given.array > 0).astype(np.uint8)),
-                                                               reference, "nearest"))
-    elif task.lesion_rule is not None:
-        binary = lesion_tools.derive_lesions(task.lesion_rule, on_reference, outputs, mask)
-        lesion_labels = lesion_tools.label_lesions(binary, task.lesion_rule.min_volume_ml)
-    table = lesion_tools.lesion_table(lesion_labels, outputs, mask) if lesion_labels is not None else []
-    checkpoint("postprocess", 1, 1)
-
-    summary = {
-        "task": task.id, "model": {"id": card.id, "version": card.version}, "reference": reference_name,
-        "inputs": {n: str(request.inputs[n]) if not isinstance(request.inputs[n], Volume) else "<volume>" for n in names},
-        "registered": registered, "steps": request.steps, "samples": request.samples, "seed": request.seed,
-        "sampler": request.sampler, "device": str(model.device), "model_grid": list(prepared.inputs.shape[1:]),
-        "lesions": {"count": len(table), "total_ml": round(sum(r["volume_ml"] for r in table), 3),
-                    "source": "given" if request.lesions is not None else "derived"} if lesion_labels is not None else None,
-    }
-    result = SynthesisResult(task, outputs, uncertainty, lesion_labels, table, {}, summary)
-    if request.output_dir is not None:
-        result.files = _write_outputs(result, on_reference, Path(request.output_dir), request, checkpoint)
-        result.summary["files"] = result.files
-        progress("write", 2, 2)
-    return result
+    return outputs, uncertainty, list(prepared.inputs.shape[1:])
 
 
-def _arrange_channels(prepared: np.ndarray, given: list[str], card_inputs: list[str]) -> np.ndarray:
-    """Put prepared channels in the model's order; inputs the model knows but were not given are zeros."""
-    by_name = dict(zip(given, prepared))
-    zeros = np.zeros_like(prepared[0])
-    return np.stack([by_name.get(name, zeros) for name in card_inputs]).astype(np.float32)
+def _lesion_table_inputs(task: Task, inputs: dict[str, Volume]) -> dict[str, Volume]:
+    """Without synthesized maps, the per-lesion table reports the rule's bright input (FLAIR)."""
+    name = task.lesion_rule.bright_input if task.lesion_rule else ""
+    return {name: inputs[name]} if name in inputs else {}
+
+
+def _segmenter_to_use(task: Task, request: SynthesisRequest, registry: ModelRegistry) -> str:
+    """Id of the lesion segmenter this run uses, or ``""`` for the rule (or a given mask)."""
+    rule = task.lesion_rule
+    if request.lesions is not None or rule is None or request.lesion_method == "rule" or not rule.segmenter:
+        if request.lesion_method == "segmenter" and (rule is None or not rule.segmenter):
+            raise InputError(f"task {task.id} has no lesion segmenter; use --lesion-method rule", "--lesion-method")
+        return ""
+    if request.lesion_method == "segmenter":
+        registry.card(rule.segmenter)  # ModelNotInstalledError names the install command
+        return rule.segmenter
+    return rule.segmenter if registry.is_installed(rule.segmenter) else ""
+
+
+def _lesion_overlay(task: Task, segmenter_id: str, inputs: dict[str, Volume], outputs: dict[str, Volume], brain: Volume,
+                    registry: ModelRegistry, device, checkpoint, cancel) -> tuple[Volume, str]:
+    """Lesion labels from the segmenter ``segmenter_id`` (when given) or the task's rule, and how they were made."""
+    rule = task.lesion_rule
+    if segmenter_id:
+        from .segmentation.segmenter import LesionSegmenter
+
+        segmenter = LesionSegmenter.from_registry(registry, segmenter_id, device=str(device))
+        binary = segmenter.segment(inputs, brain, progress=lambda step, total: checkpoint("segment", step, total),
+                                   cancel=cancel)
+        return lesion_tools.label_lesions(binary, rule.min_volume_ml), segmenter.label
+    binary = lesion_tools.derive_lesions(rule, inputs, outputs, brain)
+    return lesion_tools.label_lesions(binary, rule.min_volume_ml), "rule " + lesion_tools.describe_rule(rule)
 
 
 def _write_outputs(result: SynthesisResult, inputs: dict[str, Volume], folder: Path, request: SynthesisRequest,
@@ -261,7 +313,8 @@ def _write_outputs(result: SynthesisResult, inputs: dict[str, Volume], folder: P
             if spec.name in result.uncertainty:
                 rows.append((f"{spec.name} sd", result.uncertainty[spec.name], None, "Viridis"))
         written["montage"] = report.write_montage(rows, staging / "montage.png", result.lesions,
-                                                  f"{result.task.title} (steps {request.steps}, samples {request.samples})")
+                                                  result.task.title + (f" (steps {request.steps}, samples {request.samples})"
+                                                                       if result.task.outputs else ""))
         final = {key: str(folder / Path(path).name) for key, path in written.items()}
         final["summary"] = str(folder / "summary.json")
         (staging / "summary.json").write_text(json.dumps({**result.summary, "files": final}, indent=2), encoding="utf-8")

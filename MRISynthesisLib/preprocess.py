@@ -158,3 +158,11 @@ def prepare(inputs: dict[str, Volume], mask: Volume, spacing: tuple[float, float
         normalised, stats[name] = normalise(on_grid, mask_on_grid, *percentiles)
         channels.append(normalised)
     return Prepared(np.stack(channels), mask_on_grid, grid, mask, stats)
+
+
+def arrange_channels(prepared: np.ndarray, given: list[str], model_inputs: list[str] | tuple[str, ...]) -> np.ndarray:
+    """Put prepared channels (in ``given`` order) in the model's input order; inputs the model knows but were
+    not given are channels of zeros."""
+    by_name = dict(zip(given, prepared))
+    zeros = np.zeros_like(prepared[0])
+    return np.stack([by_name.get(name, zeros) for name in model_inputs]).astype(np.float32)

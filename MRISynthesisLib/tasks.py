@@ -77,6 +77,7 @@ class LesionRule:
         opening: a binary opening removes one-voxel specks and thin rims before components are counted.
         segment_name: name of the lesion segment in Slicer and reports; its Slicer terminology entry is
             derived from this name by ``terminology.lesion_terminology`` (the one source of those codes).
+        segmenter: id of a trained lesion segmenter that replaces the rule when it is installed (``""``: none).
     """
 
     bright_input: str = ""
@@ -88,11 +89,13 @@ class LesionRule:
     erosion_voxels: int = 2
     opening: bool = False
     segment_name: str = "Lesion"
+    segmenter: str = ""
 
 
 @dataclass(frozen=True)
 class Task:
-    """A synthesis task: inputs -> outputs with one model."""
+    """A synthesis task: inputs -> outputs with one model (a task without outputs only makes the lesion overlay,
+    with ``model_id`` its segmenter)."""
 
     id: str
     title: str
@@ -137,6 +140,12 @@ def register(task: Task) -> Task:
     return task
 
 
+# MS lesions: the trained segmenter (issue 9) when installed, else FLAIR alone: a rule on the synthesized PSR
+# would inherit every error of the map it is meant to check (FLAIR-bright + PSR-low found 0.5 of 49.8 ml on a real
+# patient); z > 2 after a 3-voxel erosion and an opening is the floor (Dice 0.28 on ms-patient07).
+MS_LESIONS = LesionRule(bright_input="flair", bright_z=2.0, erosion_voxels=3, opening=True, segment_name="MS lesion",
+                        segmenter="ms-lesion-segmenter")
+
 register(Task(
     id="myelin-psr",
     title="Myelin PSR from T1w + FLAIR",
@@ -147,12 +156,23 @@ register(Task(
     ),
     outputs=(OutputSpec("psr", "", (0.0, 0.2), "Inferno", "pool-size ratio M0_bound / M0_free"),),
     model_id="myelin-psr",
-    # FLAIR alone: a rule on the synthesized PSR would inherit every error of the map it is meant to check
-    # (FLAIR-bright + PSR-low found 0.5 of 49.8 ml on a real patient); z > 2 after a 3-voxel erosion and an
-    # opening is the floor of issue 9's segmenter (Dice 0.30 on ms-patient07).
-    lesion_rule=LesionRule(bright_input="flair", bright_z=2.0, erosion_voxels=3, opening=True,
-                           segment_name="MS lesion"),
+    lesion_rule=MS_LESIONS,
     tags=("MS", "myelin"),
+))
+
+register(Task(
+    id="ms-lesions",
+    title="MS lesions only (no synthesis)",
+    description="MS lesion overlay and per-lesion table from FLAIR (+ T1w): the trained segmenter when installed, "
+                "the FLAIR rule otherwise.",
+    inputs=(
+        InputSpec("t1w", "MR", False, r"t1(w|n)?(?!.*(ce|post|gd))", description="T1-weighted (optional)"),
+        InputSpec("flair", "MR", True, r"flair|t2f", description="T2-FLAIR"),
+    ),
+    outputs=(),
+    model_id="ms-lesion-segmenter",
+    lesion_rule=MS_LESIONS,
+    tags=("MS",),
 ))
 
 register(Task(

@@ -77,3 +77,28 @@ def single_torch_thread():
 def tiny_model_home(tmp_path_factory) -> Path:
     """An ``MRISYNTHESIS_HOME`` whose cache holds the tiny myelin-psr model (it wins over the bundled one)."""
     return write_tiny_model(tmp_path_factory.mktemp("home"))
+
+
+TINY_SEGMENTER_ARCHITECTURE = {"kind": "lesion-segmenter", "inputs": ["t1w", "flair"], "channels": [4, 8],
+                               "strides": [2], "num_res_units": 1, "norm": "instance", "roi": 16,
+                               "percentiles": [1.0, 90.0]}
+
+
+def write_tiny_segmenter(home: Path, seed: int = 0) -> Path:
+    """Write a randomly initialised ``ms-lesion-segmenter`` into ``home/models`` (plumbing tests only)."""
+    import torch
+
+    from MRISynthesisLib.model_store import write_model
+    from MRISynthesisLib.segmentation.architecture import STEM, SegmenterArchitecture
+
+    torch.manual_seed(seed)
+    network = SegmenterArchitecture.from_dict(TINY_SEGMENTER_ARCHITECTURE).build()
+    write_model(home / "models" / "ms-lesion-segmenter", {
+        "id": "ms-lesion-segmenter", "version": "0.0.1", "task": "ms-lesions", "title": "tiny untrained segmenter",
+        "inputs": ["t1w", "flair"], "outputs": ["lesion"], "spacing": [1.0, 1.0, 1.0], "multiple": 2,
+        "normalisation": {"inputs": {"method": "percentile", "low": 1.0, "high": 90.0},
+                          "outputs": {"lesion": {"scale": 1.0, "offset": 0.0}}},
+        "architecture": TINY_SEGMENTER_ARCHITECTURE, "licence": "Apache-2.0",
+        "training": {"data": "none", "command": "Testing/conftest.py"}, "metrics": {},
+    }, {STEM: network.state_dict()})
+    return home

@@ -37,11 +37,12 @@ def test_help_is_fast_and_does_not_import_torch():
     assert result.stdout.strip() == "False"
 
 
-def test_tasks_json_lists_all_four_with_model_state(capsys, tmp_path, monkeypatch):
+def test_tasks_json_lists_every_task_with_model_state(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("MRISYNTHESIS_HOME", str(tmp_path))
     assert main(["tasks", "--json"]) == 0
     rows = {row["id"]: row for row in json.loads(capsys.readouterr().out)}
-    assert set(rows) == {"myelin-psr", "missing-contrast", "stroke-dwi-adc", "fmri-dmri"} == set(TASKS)
+    assert set(rows) == {"myelin-psr", "ms-lesions", "missing-contrast", "stroke-dwi-adc", "fmri-dmri"} == set(TASKS)
+    assert rows["ms-lesions"]["outputs"] == [] and rows["ms-lesions"]["inputs"] == ["t1w?", "flair"]
     assert rows["myelin-psr"]["inputs"] == ["t1w", "flair"]
     assert rows["missing-contrast"]["installed"] is False
 

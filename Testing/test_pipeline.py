@@ -85,7 +85,8 @@ def test_given_lesion_mask_gives_one_row_per_component(case):
     result = synthesize(request(case, lesions=case["lesions"], reference="flair"))
     flair_lesions = read_volume(case["lesions"]).array > 0
     assert result.summary["lesions"] == {"count": 1, "total_ml": pytest.approx(flair_lesions.sum() * 1.8 ** 3 / 1000,
-                                                                                 abs=1e-3), "source": "given"}
+                                                                                 abs=1e-3), "source": "given",
+                                         "method": "the user's mask"}
     row = result.lesion_table[0]
     assert row["id"] == 1 and {"mean_psr", "nawm_psr", "ratio_psr", "centroid_lps"} <= set(row)
     assert row["centroid_lps"] == pytest.approx([10, 0, 0], abs=2.0)

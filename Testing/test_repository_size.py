@@ -18,7 +18,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1_000_000
 HISTORY_BUDGET = 90 * MB   # everything ever committed; the hard limit is 100 MB
-WEIGHTS_BUDGET = 60 * MB   # *.safetensors across history: today's bundled models (~43 MB) and little more
+# *.safetensors across history: today's bundled models (~18 MB: myelin-psr, its UNet baseline, the lesion segmenter)
+# plus the earlier versions history keeps (~42 MB); a new export must replace that headroom knowingly.
+WEIGHTS_BUDGET = 66 * MB
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".onnx")
 
 

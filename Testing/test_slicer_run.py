@@ -144,3 +144,24 @@ def test_self_test_runs_a_synthesis_in_seconds(env):
     selftest.MRISynthesisTest().runTest()
     assert time.monotonic() - started < 120
     assert env.slicer.util.getNode("selftest T1w psr (myelin-psr)") is not None
+
+
+def test_lesions_only_task_creates_a_segmentation_and_table_and_logs_how(env):
+    widget = make_widget(env)
+    ui = widget.ui
+    ui.taskComboBox.currentIndex = next(i for i in range(ui.taskComboBox.count())
+                                        if ui.taskComboBox.itemText(i) == "MS lesions only (no synthesis)")
+    params = widget._parameterNode
+    assert params.task.value == "ms-lesions"
+    params.input0, params.input1 = None, volume_node(env, "sub FLAIR", 400.0)  # FLAIR alone
+    params.device = "cpu"
+    classes = ("vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode", "vtkMRMLTableNode")
+    before = {name: env.scene.GetNumberOfNodesByClass(name) for name in classes}
+    widget.ui.applyButton.click()
+    wait_for(widget.panel)
+    assert env.dialogs.errors == []
+    after = {name: env.scene.GetNumberOfNodesByClass(name) for name in classes}
+    assert after["vtkMRMLScalarVolumeNode"] == before["vtkMRMLScalarVolumeNode"], "no map is synthesized"
+    assert after["vtkMRMLSegmentationNode"] == before["vtkMRMLSegmentationNode"] + 1
+    lines = [line for line in ui.logText.lines if line.startswith("Lesions:")]
+    assert lines and ("made by segmenter" in lines[-1] or "made by rule" in lines[-1])

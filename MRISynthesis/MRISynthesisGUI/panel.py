@@ -261,6 +261,10 @@ class SynthesisPanel:
                 self.ui.statusLabel.text = _("Done in {0:.0f} s: {1} nodes created.").format(
                     time.monotonic() - self.started, len(nodes.all()))
                 self.log(self.ui.statusLabel.text)
+                lesions = (final.get("summary") or {}).get("lesions")
+                if lesions:
+                    self.log(_("Lesions: {0}, {1} mL in total, made by {2}.").format(
+                        lesions["count"], lesions["total_ml"], lesions.get("method") or lesions["source"]))
             elif final.get("stage") == "cancelled":
                 self.ui.statusLabel.text = _("Cancelled.")
             else:
@@ -307,10 +311,14 @@ class SynthesisPanel:
                 table.setItem(row, column, qt.QTableWidgetItem(str(value)))
         task = self.task()
         if registry.is_installed(task.model_id):
-            self.ui.modelStatusLabel.text = _("Model '{0}' is installed.").format(task.model_id)
+            status = _("Model '{0}' is installed.").format(task.model_id)
         else:
-            self.ui.modelStatusLabel.text = _("Model '{0}' is not installed: {1}").format(
-                task.model_id, registry.install_command(task.model_id))
+            status = _("Model '{0}' is not installed: {1}").format(task.model_id, registry.install_command(task.model_id))
+        rule = task.lesion_rule
+        if rule is not None and rule.segmenter:
+            status += " " + (_("Lesion overlay: trained segmenter '{0}'.").format(rule.segmenter)
+                             if registry.is_installed(rule.segmenter) else _("Lesion overlay: FLAIR rule."))
+        self.ui.modelStatusLabel.text = status
 
     def onInstallModel(self) -> None:
         # The registry installs from a model card (card.json next to its .safetensors files), not archives.

@@ -40,6 +40,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--reference", metavar="NAME", help="input whose grid the outputs share (default: first input)")
     parser.add_argument("--mask", metavar="PATH", help="brain mask (needed for images that are not skull-stripped)")
     parser.add_argument("--lesions", metavar="PATH", help="lesion mask to use instead of the task's lesion rule")
+    add_lesion_method(parser)
     parser.add_argument("--device", default="auto", help="auto (CUDA if usable, else CPU), cpu, cuda or cuda:N")
     parser.add_argument("--steps", type=int, help="sampling steps (default from --quality)")
     parser.add_argument("--quality", choices=list(QUALITY_STEPS), default="balanced",
@@ -51,28 +52,46 @@ def add_parser(subparsers) -> None:
                         + ", ".join(f"{k}={v}" for k, v in QUALITY_SAMPLES.items())
                         + "); > 1 also writes their per-voxel standard deviation as the uncertainty map")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same device -> same result)")
+    add_run_options(parser)
+    parser.set_defaults(func=run)
+
+
+def add_run_options(parser) -> None:
+    """Options every command that runs the pipeline shares: registration, file format, overwrite, progress."""
     parser.add_argument("--register", choices=["auto", "always", "never"], default="auto",
                         help="rigid registration of inputs to the reference: auto = only when they do not overlap")
     parser.add_argument("--format", dest="output_format", choices=["nii.gz", "nii", "nrrd"], default="nii.gz",
                         help="file format of the written volumes")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in the output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
+
+
+def add_lesion_method(parser) -> None:
+    parser.add_argument("--lesion-method", choices=["auto", "segmenter", "rule"], default="auto",
+                        help="how the lesion overlay is made when no --lesions mask is given: auto = the task's "
+                        "trained segmenter when installed, else its rule")
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from ..pipeline import SynthesisRequest, synthesize
+    from ..pipeline import SynthesisRequest
 
     request = SynthesisRequest(
         task_id=args.task, inputs=parse_inputs(args.input), output_dir=args.output, reference=args.reference,
         mask=args.mask, lesions=args.lesions, device=args.device, steps=args.steps or QUALITY_STEPS[args.quality],
         samples=args.samples or QUALITY_SAMPLES[args.quality], seed=args.seed, sampler=args.sampler, overwrite=args.overwrite,
-        register=args.register, output_format=args.output_format)
-    bar = tqdm(total=100, unit="%", disable=args.quiet, bar_format="{desc:<12}{percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+        register=args.register, output_format=args.output_format, lesion_method=args.lesion_method)
+    return run_with_progress(request, args.quiet)
+
+
+def run_with_progress(request, quiet: bool) -> int:
+    """Run ``request`` with a progress bar on stderr and print the summary (JSON) on stdout."""
+    from tqdm import tqdm
+
+    from ..pipeline import synthesize
+
+    bar = tqdm(total=100, unit="%", disable=quiet, bar_format="{desc:<12}{percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
     weights = {"read": (0, 5), "align": (5, 10), "preprocess": (10, 15), "sample": (15, 90), "postprocess": (90, 95),
-               "write": (95, 100)}
+               "segment": (90, 95), "write": (95, 100)}
 
     def progress(stage: str, step: int, total: int) -> None:
         start, end = weights.get(stage, (0, 100))

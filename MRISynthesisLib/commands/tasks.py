@@ -33,7 +33,10 @@ def run(args) -> int:
         return 0
     for row in rows:
         status = "installed" if row["installed"] else f"not installed ({row['install_command']})"
+        if not row["outputs"] and not row["installed"]:
+            status += "; the lesion rule is used meanwhile"
         print(f"{row['id']:<18} {row['title']}")
-        print(f"{'':<18} inputs: {', '.join(row['inputs'])}  (? = optional)   outputs: {', '.join(row['outputs'])}")
+        outputs = ", ".join(row["outputs"]) or "lesion overlay and table only"
+        print(f"{'':<18} inputs: {', '.join(row['inputs'])}  (? = optional)   outputs: {outputs}")
         print(f"{'':<18} model: {row['model']} -- {status}")
     return 0

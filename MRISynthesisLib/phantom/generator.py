@@ -27,7 +27,7 @@ from ..volume import Volume, write_volume
 from . import anatomy as anatomy_module
 from . import ct_perfusion, mr_signal, partial_volume
 from .acquisition import apply_acquisition, draw_acquisition
-from .pathology import PATHOLOGIES, apply_pathology
+from .pathology import LESION_LOADS, PATHOLOGIES, apply_pathology
 from .protocol import draw_protocol
 from .tissue import TissueMaps, draw_tissue
 
@@ -99,7 +99,7 @@ def validate_arguments(seed, pathology, spacing, shape, maps) -> tuple[tuple[int
 def generate_subject(seed: int, pathology: str = "ms", spacing: float = 2.0, labels: str | os.PathLike | None = None,
                      randomize_acquisition: bool = False, shape: Sequence[int] | None = None,
                      maps: Sequence[str] | None = None, field_strength: float | None = None,
-                     deform: bool = True) -> PhantomSubject:
+                     deform: bool = True, lesion_load: str = "typical") -> PhantomSubject:
     """Simulate one subject.
 
     Args:
@@ -114,6 +114,8 @@ def generate_subject(seed: int, pathology: str = "ms", spacing: float = 2.0, lab
         maps: names to keep (default all of ``MAP_NAMES``); skipping ``ctp`` saves most of the time at 1 mm.
         field_strength: 1.5 or 3.0 T (default drawn per subject).
         deform: False keeps the source anatomy undeformed (no affine, elastic or flip).
+        lesion_load: MS lesion distribution, ``"typical"`` (4-30 ovoids, ~1-5 mL) or ``"wide"`` (0.1-60 mL with
+            confluent and infratentorial lesions; the lesion segmenter's training data).
 
     Returns:
         :class:`PhantomSubject` with maps (float32), masks (uint8) and parameters.
@@ -122,6 +124,8 @@ def generate_subject(seed: int, pathology: str = "ms", spacing: float = 2.0, lab
     spacing = float(spacing)
     if field_strength is not None and field_strength not in (1.5, 3.0):
         raise InputError(f"field strength must be 1.5 or 3.0 T, got {field_strength!r}", "field_strength")
+    if lesion_load not in LESION_LOADS:
+        raise InputError(f"lesion load must be one of {', '.join(LESION_LOADS)}, got {lesion_load!r}", "lesion_load")
     rngs = dict(zip(STREAMS, (np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(len(STREAMS)))))
 
     # Anatomy.
@@ -145,7 +149,7 @@ def generate_subject(seed: int, pathology: str = "ms", spacing: float = 2.0, lab
     tissue_maps = TissueMaps(classes, tissue, rngs["texture"])
     tissue_maps.maps["gd"] = np.zeros(classes.shape, np.float32)
     pathology_masks, pathology_parameters = apply_pathology(pathology, classes, tissue_maps, tissue,
-                                                            rngs["pathology"], spacing)
+                                                            rngs["pathology"], spacing, lesion_load)
 
     # Partial volume: compartments of the brain voxels, every map rendered as their mixture.
     brain_index = np.flatnonzero(brain)

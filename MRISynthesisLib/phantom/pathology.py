@@ -151,13 +151,57 @@ def set_compartment(maps: TissueMaps, tissue: dict, where: np.ndarray, values: d
         m["hu"][where] += np.float32(values["hu_shift"])
 
 
+def _paint_ovoid(index: int, centre: np.ndarray, semi: np.ndarray, rotation: np.ndarray, wm: np.ndarray,
+                 spacing: float, lesion_id: np.ndarray, radius: np.ndarray) -> None:
+    """Give the WM voxels of one ellipsoid lesion id ``index`` (and their normalised radius, for rings)."""
+    box, local_radius = rasterise_ellipsoid(centre, semi, rotation, spacing, wm.shape)
+    inside = (local_radius < 1.0) & wm[box]
+    inside[tuple(centre - [s.start for s in box])] = True  # lesions smaller than a voxel keep one voxel
+    same = lesion_id[box][inside] == index  # ovoids of one confluent lesion: the ring follows their union
+    radius[box][inside] = np.where(same, np.minimum(radius[box][inside], local_radius[inside]), local_radius[inside])
+    lesion_id[box][inside] = index
+
+
+def _confluent_lesion(index: int, pool: np.ndarray, distance_ventricle: np.ndarray, wm: np.ndarray, spacing: float,
+                      rng: np.random.Generator, lesion_id: np.ndarray, radius: np.ndarray) -> float:
+    """A confluent periventricular lesion: 4-15 overlapping ovoids (8-24 mm) strung along the ventricle wall.
+
+    Returns its extent (mm) from the first ovoid's centre to the farthest one plus that ovoid's size.
+    """
+    if not len(pool):
+        pool = np.argwhere(wm)
+    centre = pool[rng.integers(len(pool))]
+    first = centre.copy()
+    extent = 0.0
+    for _ in range(int(rng.integers(4, 16))):
+        diameter = float(rng.uniform(8.0, 24.0))
+        semi = 0.5 * diameter * np.array([1.0, rng.uniform(0.5, 0.9), rng.uniform(0.5, 0.9)])
+        rotation = _aligned_rotation(_gradient_at(distance_ventricle, centre), rng)
+        _paint_ovoid(index, centre, semi, rotation, wm, spacing, lesion_id, radius)
+        extent = max(extent, float(np.linalg.norm((centre - first) * spacing)) + diameter)
+        # Next ovoid: the nearest periventricular voxel to a point about one radius away.
+        target = centre + rng.normal(size=3) * (0.5 * diameter / spacing)
+        centre = pool[np.argmin(((pool - target) ** 2).sum(axis=1))]
+    return extent
+
+
+LESION_LOADS = ("typical", "wide")
+
+
 def multiple_sclerosis(classes: np.ndarray, maps: TissueMaps, tissue: dict, rng: np.random.Generator,
-                       spacing: float) -> tuple[dict, dict]:
+                       spacing: float, load: str = "typical") -> tuple[dict, dict]:
     """Ovoid periventricular, juxtacortical and deep WM lesions; NAWM PSR reduced by 5-10 %.
+
+    ``load="typical"`` draws 4-30 ovoid lesions of 2-20 mm (about 1-5 mL). ``"wide"`` covers the range of
+    lesion loads seen in clinics, for training the lesion segmenter: 2-80 lesions (small ones most frequent),
+    infratentorial lesions as well, and in half of the subjects 1-4 confluent periventricular lesions made of
+    several overlapping ovoids along the ventricle wall (loads from ~0.1 to ~60 mL).
 
     Returns:
         masks ``lesion, nawm, black_hole, enhancing`` (bool) and the drawn parameters.
     """
+    if load not in LESION_LOADS:
+        raise ValueError(f"unknown lesion load {load!r}; choose one of {LESION_LOADS}")
     field = tissue["field_strength_t"]
     wm = classes == WM
     brain = classes > 0
@@ -168,27 +212,40 @@ def multiple_sclerosis(classes: np.ndarray, maps: TissueMaps, tissue: dict, rng:
         "juxtacortical": np.argwhere(wm & (distance_cortex <= max(3.0, 1.01 * spacing))),
         "deep": np.argwhere(wm & (distance_ventricle > 8.0) & (distance_cortex > max(5.0, 2.0 * spacing))),
     }
-    count = int(rng.integers(4, 31))
-    kinds = rng.choice(list(candidates), size=count, p=[0.5, 0.2, 0.3])
+    if load == "typical":
+        count = int(rng.integers(4, 31))
+        kinds = list(rng.choice(list(candidates), size=count, p=[0.5, 0.2, 0.3]))
+    else:
+        # Infratentorial: white matter of the inferior 30 % of the brain (brainstem, cerebellar peduncles).
+        z_index = np.nonzero(brain.any(axis=(1, 2)))[0]
+        low = z_index[0] + 0.3 * (z_index[-1] - z_index[0])
+        candidates["infratentorial"] = np.argwhere(wm & (np.arange(classes.shape[0]) < low)[:, None, None])
+        count = int(np.exp(rng.uniform(np.log(2.0), np.log(80.0))))
+        kinds = list(rng.choice(list(candidates), size=count, p=[0.4, 0.2, 0.28, 0.12]))
+        if rng.random() < 0.5:
+            kinds += ["confluent"] * int(rng.integers(1, 5))
+        count = len(kinds)
     lesion_id = np.zeros(classes.shape, np.uint16)
     radius = np.ones(classes.shape, np.float32)
     wm_psr = tissue["tissues"]["wm"]["psr"]
     nawm_drop = float(rng.uniform(0.05, 0.10))
     lesions = []
     for index, kind in enumerate(kinds, start=1):
-        pool = candidates[kind] if len(candidates[kind]) else np.argwhere(wm)
-        centre = pool[rng.integers(len(pool))]
-        diameter = float(np.exp(rng.uniform(np.log(2.0), np.log(20.0))))
-        semi = 0.5 * diameter * np.array([1.0, rng.uniform(0.45, 0.9), rng.uniform(0.45, 0.9)])
-        if kind == "periventricular":  # Dawson's fingers: long axis perpendicular to the ventricle wall
-            rotation = _aligned_rotation(_gradient_at(distance_ventricle, centre), rng)
+        shape = {"kind": str(kind)}
+        if kind == "confluent":
+            diameter = _confluent_lesion(index, candidates["periventricular"], distance_ventricle, wm, spacing, rng,
+                                         lesion_id, radius)
         else:
-            rotation = _rotation(rng)
-        box, local_radius = rasterise_ellipsoid(centre, semi, rotation, spacing, classes.shape)
-        inside = (local_radius < 1.0) & wm[box]
-        inside[tuple(centre - [s.start for s in box])] = True  # lesions smaller than a voxel keep one voxel
-        lesion_id[box][inside] = index
-        radius[box][inside] = local_radius[inside]
+            pool = candidates[kind] if len(candidates[kind]) else np.argwhere(wm)
+            centre = pool[rng.integers(len(pool))]
+            diameter = float(np.exp(rng.uniform(np.log(2.0), np.log(20.0))))
+            semi = 0.5 * diameter * np.array([1.0, rng.uniform(0.45, 0.9), rng.uniform(0.45, 0.9)])
+            if kind == "periventricular":  # Dawson's fingers: long axis perpendicular to the ventricle wall
+                rotation = _aligned_rotation(_gradient_at(distance_ventricle, centre), rng)
+            else:
+                rotation = _rotation(rng)
+            _paint_ovoid(index, centre, semi, rotation, wm, spacing, lesion_id, radius)
+            shape.update(centre_voxel_zyx=centre.tolist(), semi_axes_mm=semi.round(3).tolist())
         black_hole = bool(diameter >= 5.0 and rng.random() < 0.25)
         kind = "black_hole" if black_hole else "lesion"
         # One tissue-damage level drives myelin loss, T1 and T2 together (demyelination and the free water that
@@ -200,8 +257,8 @@ def multiple_sclerosis(classes: np.ndarray, maps: TissueMaps, tissue: dict, rng:
         t1 = float(np.interp(np.clip(damage + 0.1 * rng.standard_normal(), 0, 1), [0, 1], MS_T1[field][kind]))
         t2 = float(np.interp(np.clip(damage + 0.15 * rng.standard_normal(), 0, 1), [0, 1], MS_T2[kind]))
         lesions.append({
-            "id": index, "kind": str(kind), "centre_voxel_zyx": centre.tolist(), "diameter_mm": round(diameter, 3),
-            "semi_axes_mm": semi.round(3).tolist(), "black_hole": black_hole, "psr_ratio_to_nawm": ratio,
+            "id": index, "kind": str(kind), "location": shape, "diameter_mm": round(diameter, 3),
+            "black_hole": black_hole, "psr_ratio_to_nawm": ratio,
             "psr": psr, "t1_ms": t1, "r1_offset": r1_offset_for(tissue, psr, t1), "t2_ms": t2,
             "pd": float(rng.uniform(0.88, 0.95) if black_hole else rng.uniform(0.80, 0.90)),
             "adc": float(rng.uniform(1.1, 1.5) if black_hole else rng.uniform(0.85, 1.2)),
@@ -243,12 +300,15 @@ def multiple_sclerosis(classes: np.ndarray, maps: TissueMaps, tissue: dict, rng:
 
 
 def apply_pathology(name: str, classes: np.ndarray, maps: TissueMaps, tissue: dict, rng: np.random.Generator,
-                    spacing: float) -> tuple[dict, dict]:
-    """Insert pathology ``name`` (one of ``PATHOLOGIES``) and return its masks (bool) and parameters."""
+                    spacing: float, lesion_load: str = "typical") -> tuple[dict, dict]:
+    """Insert pathology ``name`` (one of ``PATHOLOGIES``) and return its masks (bool) and parameters.
+
+    ``lesion_load`` (``LESION_LOADS``) selects the MS lesion distribution; other pathologies ignore it.
+    """
     if name == "none":
         return {"lesion": np.zeros(classes.shape, bool)}, {}
     if name == "ms":
-        return multiple_sclerosis(classes, maps, tissue, rng, spacing)
+        return multiple_sclerosis(classes, maps, tissue, rng, spacing, lesion_load)
     if name == "stroke":
         from .stroke import stroke
 

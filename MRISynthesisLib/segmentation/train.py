@@ -1,0 +1,254 @@
+"""Train the MS lesion segmenter on domain-randomised phantoms and write it as a model folder.
+
+Reproducible command (the one recorded in the shipped card)::
+
+    python -m MRISynthesisLib.segmentation.train --labels ../shared/data/labels --run /tmp/runs/lesion-segmenter \\
+        --out MRISynthesisLib/model_store/bundled/ms-lesion-segmenter --steps 3000 --minutes 90
+
+Data: ``--subjects`` wide-lesion-load MS phantoms at 1 mm (seeds from ``--first-seed``; anatomy from the label
+maps of ``--labels``, every 4th subject the MNI template), cached under ``<run>/cache``; every volume is
+randomised afresh (``augment.randomise``) and cut into crops centred on lesions 70 % of the time. Loss: Dice +
+binary cross-entropy. AdamW with cosine decay, EMA weights exported (float16). The run is resumable: run the
+same command again to continue from ``<run>/checkpoint`` (``--steps`` can be raised to train longer).
+Held-out phantoms (seeds from ``HELDOUT_FIRST_SEED``) are scored on fixed crops during training
+(``<run>/log.jsonl``) and as whole volumes at export (``evaluate.py``), with the rule's numbers beside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .architecture import STEM, SegmenterArchitecture
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "model_store" / "bundled" / "ms-lesion-segmenter"
+TRAIN_FIRST_SEED = 40_000
+HELDOUT_FIRST_SEED = 50_000
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m MRISynthesisLib.segmentation.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--labels", type=Path, default=None, help="folder of FreeSurfer aseg label maps "
+                        "(../shared/data/labels); without it every subject uses the MNI template")
+    parser.add_argument("--run", type=Path, required=True, help="run folder: subject cache, checkpoint, log")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="model folder to write (its name = model id)")
+    parser.add_argument("--subjects", type=int, default=48, help="training phantoms")
+    parser.add_argument("--heldout", type=int, default=6, help="held-out phantoms scored at export")
+    parser.add_argument("--first-seed", type=int, default=TRAIN_FIRST_SEED, help="seed of the first training phantom")
+    parser.add_argument("--crop", type=int, default=64, help="crop edge in voxels (a multiple of 8)")
+    parser.add_argument("--batch", type=int, default=4, help="crops per step")
+    parser.add_argument("--steps", type=int, default=3000, help="optimiser steps (the cosine schedule's length)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    parser.add_argument("--drop-t1w", type=float, default=0.25, help="probability that a crop has no T1w channel")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the crop sampler")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of the training process")
+    parser.add_argument("--workers", type=int, default=1, help="processes preparing randomised crops")
+    parser.add_argument("--minutes", type=float, default=90.0, help="stop (and export) after this wall time")
+    parser.add_argument("--export-only", action="store_true", help="export the checkpoint without training")
+    parser.add_argument("--real-case", type=Path, default=None, help="evaluation only: a folder with t1w, flair "
+                        "and lesions NIfTI files (e.g. ../shared/data/real/ms-patient07) scored at export")
+    return parser
+
+
+def subject_seeds(first: int, count: int) -> list[int]:
+    return list(range(first, first + count))
+
+
+def labels_for(seed: int, labels: Path | None) -> Path | None:
+    """Every 4th subject uses the MNI template so both anatomy sources are seen."""
+    return None if labels is None or seed % 4 == 3 else labels
+
+
+def build_cache(folder: Path, seeds: list[int], labels: Path | None, workers: int) -> list[Path]:
+    from multiprocessing import get_context
+
+    from .data import cache_subject
+
+    jobs = [(folder, seed, labels_for(seed, labels)) for seed in seeds]
+    if workers <= 1:
+        return [cache_subject(*job) for job in jobs]
+    with get_context("fork").Pool(workers) as pool:
+        return pool.starmap(cache_subject, jobs)
+
+
+class CropStream:
+    """Endless ``(channels (B, C, S, S, S), lesion (B, 1, S, S, S))`` float32 batches (a torch IterableDataset
+    built lazily so that importing this module does not import torch)."""
+
+    def __new__(cls, paths, architecture, crop, batch, drop_t1w, seed):
+        import torch
+
+        class _Stream(torch.utils.data.IterableDataset):
+            def __iter__(self):
+                from .data import CachedSubject, random_crop, randomised_channels
+
+                torch.set_num_threads(1)
+                rng = np.random.default_rng(seed)
+                subjects = [CachedSubject.load(path) for path in paths]
+                while True:
+                    subject = subjects[int(rng.integers(len(subjects)))]
+                    channels = randomised_channels(subject, architecture.inputs, architecture.percentiles, rng,
+                                                   drop_t1w)
+                    for _ in range(4):  # a fresh acquisition every 4 steps
+                        crops = [random_crop(channels, subject.lesion, subject.brain, crop, rng, 0.7) for _ in range(batch)]
+                        yield (torch.from_numpy(np.stack([c for c, _ in crops])),
+                               torch.from_numpy(np.stack([m for _, m in crops]))[:, None])
+
+        return _Stream()
+
+
+def fixed_heldout_crops(paths, architecture, crop: int, count: int = 16):
+    """Crops of held-out phantoms with a fixed randomisation: the held-out curve of ``log.jsonl``."""
+    from .data import CachedSubject, random_crop, randomised_channels
+
+    rng = np.random.default_rng(12345)
+    crops = []
+    for path in paths:
+        subject = CachedSubject.load(path)
+        channels = randomised_channels(subject, architecture.inputs, architecture.percentiles, rng)
+        crops += [random_crop(channels, subject.lesion, subject.brain, crop, rng) for _ in range(count // len(paths))]
+    return crops
+
+
+def heldout_dice(network, crops) -> float:
+    import torch
+
+    from .scores import dice
+
+    network.eval()
+    predicted, truth = [], []
+    with torch.no_grad():
+        for channels, lesion in crops:
+            predicted.append(network(torch.from_numpy(channels)[None])[0, 0].numpy() > 0)
+            truth.append(lesion > 0)
+    network.train()
+    return dice(np.stack(predicted), np.stack(truth))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+    from monai.losses import DiceCELoss
+
+    from ..training.checkpoint import EMA, atomic_write_json, load_checkpoint, save_checkpoint
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    started = time.monotonic()
+    architecture = SegmenterArchitecture(roi=max(args.crop, 96))  # inference windows can be larger than crops
+    cache = args.run / "cache"
+    train_seeds = subject_seeds(args.first_seed, args.subjects)
+    heldout_seeds = subject_seeds(HELDOUT_FIRST_SEED, args.heldout)
+    print(f"caching {len(train_seeds)} + {len(heldout_seeds)} phantoms in {cache}", flush=True)
+    train_paths = build_cache(cache, train_seeds, args.labels, max(args.workers, 2))
+    heldout_paths = build_cache(cache, heldout_seeds, args.labels, max(args.workers, 2))
+    print(f"cache ready after {time.monotonic() - started:.0f} s", flush=True)
+
+    network = architecture.build()
+    optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4)
+    ema = EMA({STEM: network}, decay=0.995)
+    checkpoint_dir = args.run / "checkpoint"
+    state = load_checkpoint(checkpoint_dir, {STEM: network}, optimizer, ema) or {"step": 0, "seconds": 0.0}
+    step, trained_seconds = int(state["step"]), float(state["seconds"])
+    if step:
+        print(f"resumed at step {step} ({trained_seconds / 60:.1f} training minutes)", flush=True)
+    loss_function = DiceCELoss(sigmoid=True, batch=True)
+    heldout_crops = fixed_heldout_crops(heldout_paths[:4], architecture, args.crop)
+    log = (args.run / "log.jsonl").open("a", encoding="utf-8")
+    if not args.export_only and step < args.steps:
+        stream = CropStream(train_paths, architecture, args.crop, args.batch, args.drop_t1w, [args.seed, step])
+        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=args.workers,
+                                             prefetch_factor=4 if args.workers else None)
+        session_start = time.monotonic()
+        network.train()
+        recent_losses = []
+        for channels, lesion in loader:
+            learning_rate = args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step / args.steps, 1.0))))
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate
+            loss = loss_function(network(channels), lesion)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            ema.update(step)
+            step += 1
+            recent_losses.append(float(loss.detach()))
+            elapsed = time.monotonic() - session_start
+            out_of_time = time.monotonic() - started > args.minutes * 60
+            if step % 250 == 0 or step >= args.steps or out_of_time:
+                backup = {key: p.detach().clone() for key, p in ema.parameters.items()}
+                ema.copy_to_parameters()
+                score = heldout_dice(network, heldout_crops)
+                with torch.no_grad():
+                    for key, parameter in ema.parameters.items():
+                        parameter.copy_(backup[key])
+                save_checkpoint(checkpoint_dir, {STEM: network}, optimizer, ema,
+                                {"step": step, "seconds": trained_seconds + elapsed})
+                entry = {"step": step, "loss": round(float(np.mean(recent_losses)), 4), "heldout_crop_dice": round(score, 4),
+                         "lr": learning_rate, "training_minutes": round((trained_seconds + elapsed) / 60, 1)}
+                recent_losses = []
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
+                print(entry, flush=True)
+            if step >= args.steps or out_of_time:
+                break
+        trained_seconds += time.monotonic() - session_start
+    log.close()
+    ema.copy_to_parameters()
+    export(args, architecture, network, step, trained_seconds, train_seeds, heldout_paths)
+    return 0
+
+
+def export(args, architecture: SegmenterArchitecture, network, steps: int, seconds: float, train_seeds: list[int],
+           heldout_paths: list[Path]) -> None:
+    """Write the model folder (float16 weights) with held-out (and, if given, real-case) metrics on its card."""
+    import torch
+
+    from ..model_store.export import write_model
+    from .evaluate import evaluate_cached_phantoms, evaluate_real_case
+    from .segmenter import LesionSegmenter
+
+    # Score what users get: the float16 weights that are written, computed in float32.
+    state = {key: value.detach().half() for key, value in network.state_dict().items()}
+    network.load_state_dict({key: value.float() for key, value in state.items()})
+    network.eval()
+    segmenter = LesionSegmenter(network, architecture, (1.0, 1.0, 1.0), args.out.name, "0.1.0")
+    metrics = {"heldout_phantoms": evaluate_cached_phantoms(segmenter, heldout_paths)["mean"]}
+    if args.real_case is not None:
+        metrics["real_case"] = evaluate_real_case(segmenter, args.real_case)
+    parameters = sum(p.numel() for p in network.parameters())
+    command = "python -m MRISynthesisLib.segmentation.train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    card = {
+        "id": args.out.name, "version": "0.1.0", "task": "ms-lesions", "title": "MS lesion segmenter (T1w + FLAIR)",
+        "description": "MONAI UNet trained on domain-randomised phantoms (SynthSeg-style): white-matter lesions from "
+                       "FLAIR with or without a T1-weighted image. Research use only.",
+        "inputs": list(architecture.inputs), "outputs": ["lesion"], "spacing": [1.0, 1.0, 1.0],
+        "multiple": architecture.multiple,
+        "normalisation": {"inputs": {"method": "percentile", "low": architecture.percentiles[0],
+                                     "high": architecture.percentiles[1]},
+                          "outputs": {"lesion": {"scale": 1.0, "offset": 0.0}}},
+        "architecture": {**architecture.to_dict(), "parameters": parameters},
+        "licence": "Apache-2.0",
+        "training": {"data": f"{len(train_seeds)} MS phantoms (wide lesion load) at 1 mm, anatomy from "
+                             f"{'the label maps of ' + str(args.labels) if args.labels else 'MNI'} and MNI, randomised "
+                             "contrast, resolution, bias, noise and gamma per volume",
+                     "command": command, "steps": steps, "duration_s": round(seconds, 1),
+                     "hardware": f"{platform.machine()}, {args.threads} CPU thread(s) + {args.workers} data worker(s)",
+                     "seeds": [train_seeds[0], train_seeds[-1]], "heldout_seeds": [HELDOUT_FIRST_SEED,
+                                                                                  HELDOUT_FIRST_SEED + len(heldout_paths) - 1]},
+        "metrics": metrics,
+    }
+    write_model(args.out, card, {STEM: state})
+    print(json.dumps(metrics, indent=1), flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
