@@ -30,6 +30,7 @@ UNCERTAINTY_COLORMAP = "Viridis"
 LESION_COLORS = [(0.0, 0.9, 1.0), (0.3, 1.0, 0.3), (1.0, 0.3, 1.0), (0.3, 0.5, 1.0), (1.0, 1.0, 1.0),
                  (0.6, 1.0, 0.9)]
 
+LESION_METHOD_ATTRIBUTE = "MRISynthesis.LesionMethod"
 ROLE_ATTRIBUTE = "MRISynthesis.Role"  # node attribute: output / uncertainty / lesions / statistics
 
 
@@ -330,6 +331,9 @@ def import_result(scene, task, result, reference_node, output_nodes: dict | None
             node = add_lesion_segmentation(scene, lesions, reference_node,
                                            output_name(input_name, "lesions", task.id), segment_name)
             node.SetAttribute(ROLE_ATTRIBUTE, "lesions")
+            method = ((getattr(result, "summary", None) or {}).get("lesions") or {}).get("method")
+            if method:  # which method drew the outlines: the user's mask, the trained segmenter or the rule
+                node.SetAttribute(LESION_METHOD_ATTRIBUTE, str(method))
             place_next_to(scene, node, reference_node)
             imported.segmentation = node
         rows = getattr(result, "lesion_table", None)

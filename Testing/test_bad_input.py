@@ -155,3 +155,45 @@ def test_memory_check_counts_reclaimable_cache_as_available():
     available = available_memory_bytes()
     assert abs(available - psutil.virtual_memory().available) < 0.05 * psutil.virtual_memory().total
     assert available >= 0.95 * free_pages
+
+
+def existing_lesions(tmp: Path) -> list[str]:
+    (tmp / "out").mkdir()
+    (tmp / "out" / "lesions.nii.gz").write_bytes(b"earlier result")
+    return good_inputs(tmp)
+
+
+# The same corpus through ``segment-lesions`` (its inputs are the T1w and FLAIR of myelin-psr).
+SEGMENT_CASES = [case for case in CASES if case[1] == "myelin-psr" and case[0] != "existing-outputs"] + [
+    ("existing-lesions", "ms-lesions", existing_lesions, [], 2, ["--output", "--overwrite"]),
+]
+
+
+@pytest.mark.parametrize("case", SEGMENT_CASES, ids=[c[0] for c in SEGMENT_CASES])
+def test_segment_lesions_refuses_bad_input_cleanly(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MRISYNTHESIS_HOME", str(tmp_path / "home"))
+    _, _, build, extra, exit_code, words = case
+    args = build(tmp_path)
+    before = snapshot(tmp_path)
+    output = ["--output", str(tmp_path / "out")] if "--output" not in extra else []
+    code = main(["segment-lesions", *args, *output, *extra, "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == exit_code
+    assert len(error) == 1 and error[0].startswith("mrisynthesis: error: ")
+    for word in words:
+        assert word in error[0], f"{word!r} missing from {error[0]!r}"
+    assert snapshot(tmp_path) == before, "bad input must not write or modify anything"
+
+
+def test_segment_lesions_without_the_segmenter_model_names_the_install_command(tmp_path, capsys, monkeypatch):
+    from MRISynthesisLib.model_store import registry
+
+    monkeypatch.setenv("MRISYNTHESIS_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(registry, "BUNDLED_DIR", tmp_path / "no-bundled-models")
+    args = good_inputs(tmp_path)
+    before = snapshot(tmp_path)
+    code = main(["segment-lesions", *args, "--output", str(tmp_path / "out"), "--lesion-method", "segmenter", "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 3 and len(error) == 1
+    assert "ms-lesion-segmenter" in error[0] and "mrisynthesis models install" in error[0]
+    assert snapshot(tmp_path) == before

@@ -165,3 +165,6 @@ def test_lesions_only_task_creates_a_segmentation_and_table_and_logs_how(env):
     assert after["vtkMRMLSegmentationNode"] == before["vtkMRMLSegmentationNode"] + 1
     lines = [line for line in ui.logText.lines if line.startswith("Lesions:")]
     assert lines and ("made by segmenter" in lines[-1] or "made by rule" in lines[-1])
+    segmentations = env.scene.GetNodesByClass("vtkMRMLSegmentationNode")
+    newest = segmentations.GetItemAsObject(segmentations.GetNumberOfItems() - 1)
+    assert newest.GetAttribute("MRISynthesis.LesionMethod") in lines[-1]
