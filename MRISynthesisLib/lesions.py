@@ -97,6 +97,17 @@ def describe_rule(rule: LesionRule) -> str:
     return ", ".join(parts)
 
 
+def make_overlay(rule: LesionRule, inputs: dict[str, Volume], outputs: dict[str, Volume], brain: Volume,
+                 segmenter=None, progress=None, cancel=None) -> tuple[Volume, str]:
+    """Lesion labels (components below ``rule.min_volume_ml`` dropped) and how they were made: by ``segmenter``
+    (a ``segmentation.LesionSegmenter``) when given, else by ``rule``."""
+    if segmenter is not None:
+        binary = segmenter.segment(inputs, brain, progress, cancel)
+        return label_lesions(binary, rule.min_volume_ml), segmenter.label
+    binary = derive_lesions(rule, inputs, outputs, brain)
+    return label_lesions(binary, rule.min_volume_ml), "rule " + describe_rule(rule)
+
+
 def nawm_mask(labels: Volume, output: Volume, brain: Volume) -> np.ndarray:
     """Normal-appearing tissue: brain voxels away from lesions whose ``output`` is in the upper tissue class."""
     inside = brain.array > 0

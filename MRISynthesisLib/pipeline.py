@@ -264,30 +264,27 @@ def _lesion_table_inputs(task: Task, inputs: dict[str, Volume]) -> dict[str, Vol
 
 def _segmenter_to_use(task: Task, request: SynthesisRequest, registry: ModelRegistry) -> str:
     """Id of the lesion segmenter this run uses, or ``""`` for the rule (or a given mask)."""
-    rule = task.lesion_rule
-    if request.lesions is not None or rule is None or request.lesion_method == "rule" or not rule.segmenter:
-        if request.lesion_method == "segmenter" and (rule is None or not rule.segmenter):
-            raise InputError(f"task {task.id} has no lesion segmenter; use --lesion-method rule", "--lesion-method")
+    segmenter = task.lesion_rule.segmenter if task.lesion_rule is not None else ""
+    if request.lesion_method == "segmenter" and not segmenter:
+        raise InputError(f"task {task.id} has no lesion segmenter; use --lesion-method rule", "--lesion-method")
+    if request.lesions is not None or not segmenter or request.lesion_method == "rule":
         return ""
     if request.lesion_method == "segmenter":
-        registry.card(rule.segmenter)  # ModelNotInstalledError names the install command
-        return rule.segmenter
-    return rule.segmenter if registry.is_installed(rule.segmenter) else ""
+        registry.card(segmenter)  # ModelNotInstalledError names the install command
+        return segmenter
+    return segmenter if registry.is_installed(segmenter) else ""
 
 
 def _lesion_overlay(task: Task, segmenter_id: str, inputs: dict[str, Volume], outputs: dict[str, Volume], brain: Volume,
                     registry: ModelRegistry, device, checkpoint, cancel) -> tuple[Volume, str]:
     """Lesion labels from the segmenter ``segmenter_id`` (when given) or the task's rule, and how they were made."""
-    rule = task.lesion_rule
+    segmenter = None
     if segmenter_id:
         from .segmentation.segmenter import LesionSegmenter
 
         segmenter = LesionSegmenter.from_registry(registry, segmenter_id, device=str(device))
-        binary = segmenter.segment(inputs, brain, progress=lambda step, total: checkpoint("segment", step, total),
-                                   cancel=cancel)
-        return lesion_tools.label_lesions(binary, rule.min_volume_ml), segmenter.label
-    binary = lesion_tools.derive_lesions(rule, inputs, outputs, brain)
-    return lesion_tools.label_lesions(binary, rule.min_volume_ml), "rule " + lesion_tools.describe_rule(rule)
+    return lesion_tools.make_overlay(task.lesion_rule, inputs, outputs, brain, segmenter,
+                                     lambda step, total: checkpoint("segment", step, total), cancel)
 
 
 def _write_outputs(result: SynthesisResult, inputs: dict[str, Volume], folder: Path, request: SynthesisRequest,

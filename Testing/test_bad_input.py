@@ -126,20 +126,26 @@ def snapshot(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_refused_cleanly(case, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("MRISYNTHESIS_HOME", str(tmp_path / "home"))  # no user models: only bundled ones
-    _, task, build, extra, exit_code, words = case
+def assert_refused_cleanly(command: list[str], case, tmp_path, capsys) -> None:
+    """Run ``mrisynthesis COMMAND`` on the case's inputs: its exit code, one error line with its words, no file
+    written or modified."""
+    _, _, build, extra, exit_code, words = case
     args = build(tmp_path)
     before = snapshot(tmp_path)
     output = ["--output", str(tmp_path / "out")] if "--output" not in extra else []
-    code = main(["synthesize", "--task", task, *args, *output, *extra, "--quiet"])
+    code = main([*command, *args, *output, *extra, "--quiet"])
     error = capsys.readouterr().err.strip().splitlines()
     assert code == exit_code
     assert len(error) == 1 and error[0].startswith("mrisynthesis: error: ")
     for word in words:
         assert word in error[0], f"{word!r} missing from {error[0]!r}"
     assert snapshot(tmp_path) == before, "bad input must not write or modify anything"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_cleanly(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MRISYNTHESIS_HOME", str(tmp_path / "home"))  # no user models: only bundled ones
+    assert_refused_cleanly(["synthesize", "--task", case[1]], case, tmp_path, capsys)
 
 
 def test_memory_check_counts_reclaimable_cache_as_available():
@@ -172,17 +178,7 @@ SEGMENT_CASES = [case for case in CASES if case[1] == "myelin-psr" and case[0] !
 @pytest.mark.parametrize("case", SEGMENT_CASES, ids=[c[0] for c in SEGMENT_CASES])
 def test_segment_lesions_refuses_bad_input_cleanly(case, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MRISYNTHESIS_HOME", str(tmp_path / "home"))
-    _, _, build, extra, exit_code, words = case
-    args = build(tmp_path)
-    before = snapshot(tmp_path)
-    output = ["--output", str(tmp_path / "out")] if "--output" not in extra else []
-    code = main(["segment-lesions", *args, *output, *extra, "--quiet"])
-    error = capsys.readouterr().err.strip().splitlines()
-    assert code == exit_code
-    assert len(error) == 1 and error[0].startswith("mrisynthesis: error: ")
-    for word in words:
-        assert word in error[0], f"{word!r} missing from {error[0]!r}"
-    assert snapshot(tmp_path) == before, "bad input must not write or modify anything"
+    assert_refused_cleanly(["segment-lesions"], case, tmp_path, capsys)
 
 
 def test_segment_lesions_without_the_segmenter_model_names_the_install_command(tmp_path, capsys, monkeypatch):

@@ -221,6 +221,6 @@ def test_bundled_segmenter_finds_the_lesions_of_an_unseen_phantom():
     with tempfile.TemporaryDirectory() as folder:
         path = cache_subject(Path(folder), 60_001, None)  # MNI anatomy, a seed no run has seen
         scores = evaluate_cached_phantoms(segmenter, [path])["mean"]
-    assert scores["segmenter"]["dice"] >= 0.8, scores  # measured 0.88
+    assert scores["segmenter"]["dice"] >= 0.8, scores  # measured 0.888 (FLAIR alone 0.781, rule 0.925)
     assert scores["segmenter"]["volume_difference"] <= 0.3, scores
     assert scores["segmenter_flair_only"]["dice"] >= 0.7, scores

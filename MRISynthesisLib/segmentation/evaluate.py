@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..lesions import derive_lesions, label_lesions, voxel_ml
+from ..lesions import make_overlay, voxel_ml
 from ..preprocess import compute_brain_mask
 from ..tasks import get_task
 from ..volume import Volume, read_volume
@@ -22,18 +22,14 @@ METHODS = ("segmenter", "segmenter_flair_only", "rule")
 
 
 def overlays(segmenter, inputs: dict[str, Volume], brain: Volume) -> dict[str, tuple[np.ndarray, float]]:
-    """``{method: (binary mask, seconds)}`` for every method of ``METHODS`` (components below the rule's
-    minimum volume removed, as the pipeline does)."""
+    """``{method: (binary mask, seconds)}`` for every method of ``METHODS``, made as the pipeline makes them
+    (``lesions.make_overlay``)."""
     rule = get_task(RULE_TASK).lesion_rule
     results = {}
     for method in METHODS:
         started = time.perf_counter()
-        if method == "rule":
-            binary = derive_lesions(rule, {"flair": inputs["flair"]}, {}, brain)
-        else:
-            given = inputs if method == "segmenter" else {"flair": inputs["flair"]}
-            binary = segmenter.segment(given, brain)
-        labels = label_lesions(binary, rule.min_volume_ml)
+        given = inputs if method == "segmenter" else {"flair": inputs["flair"]}
+        labels, _ = make_overlay(rule, given, {}, brain, None if method == "rule" else segmenter)
         results[method] = (labels.array > 0, time.perf_counter() - started)
     return results
 

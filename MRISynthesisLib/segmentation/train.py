@@ -3,7 +3,9 @@
 Reproducible command (the one recorded in the shipped card)::
 
     python -m MRISynthesisLib.segmentation.train --labels ../shared/data/labels --run /tmp/runs/lesion-segmenter \\
-        --out MRISynthesisLib/model_store/bundled/ms-lesion-segmenter --steps 3000 --minutes 90
+        --out /tmp/runs/ms-lesion-segmenter --steps 4500 --minutes 80 --real-case ../shared/data/real/ms-patient07
+
+(then copy the model folder into ``MRISynthesisLib/model_store/bundled/``).
 
 Data: ``--subjects`` wide-lesion-load MS phantoms at 1 mm (seeds from ``--first-seed``; anatomy from the label
 maps of ``--labels``, every 4th subject the MNI template), cached under ``<run>/cache``; every volume is
@@ -26,8 +28,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .architecture import STEM, SegmenterArchitecture
+from .data import CachedSubject, cache_subject, random_crop, randomised_channels
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "model_store" / "bundled" / "ms-lesion-segmenter"
 TRAIN_FIRST_SEED = 40_000
@@ -70,8 +74,6 @@ def labels_for(seed: int, labels: Path | None) -> Path | None:
 def build_cache(folder: Path, seeds: list[int], labels: Path | None, workers: int) -> list[Path]:
     from multiprocessing import get_context
 
-    from .data import cache_subject
-
     jobs = [(folder, seed, labels_for(seed, labels)) for seed in seeds]
     if workers <= 1:
         return [cache_subject(*job) for job in jobs]
@@ -79,36 +81,31 @@ def build_cache(folder: Path, seeds: list[int], labels: Path | None, workers: in
         return pool.starmap(cache_subject, jobs)
 
 
-class CropStream:
-    """Endless ``(channels (B, C, S, S, S), lesion (B, 1, S, S, S))`` float32 batches (a torch IterableDataset
-    built lazily so that importing this module does not import torch)."""
+class CropStream(torch.utils.data.IterableDataset):
+    """Endless ``(channels (B, C, S, S, S), lesion (B, 1, S, S, S))`` float32 batches; a fresh randomised
+    acquisition of a random training subject every 4 batches, crops centred on lesions 70 % of the time."""
 
-    def __new__(cls, paths, architecture, crop, batch, drop_t1w, seed):
-        import torch
+    def __init__(self, paths, architecture: SegmenterArchitecture, crop: int, batch: int, drop_t1w: float, seed):
+        self.paths, self.architecture, self.crop, self.batch = paths, architecture, crop, batch
+        self.drop_t1w, self.seed = drop_t1w, seed
 
-        class _Stream(torch.utils.data.IterableDataset):
-            def __iter__(self):
-                from .data import CachedSubject, random_crop, randomised_channels
-
-                torch.set_num_threads(1)
-                rng = np.random.default_rng(seed)
-                subjects = [CachedSubject.load(path) for path in paths]
-                while True:
-                    subject = subjects[int(rng.integers(len(subjects)))]
-                    channels = randomised_channels(subject, architecture.inputs, architecture.percentiles, rng,
-                                                   drop_t1w)
-                    for _ in range(4):  # a fresh acquisition every 4 steps
-                        crops = [random_crop(channels, subject.lesion, subject.brain, crop, rng, 0.7) for _ in range(batch)]
-                        yield (torch.from_numpy(np.stack([c for c, _ in crops])),
-                               torch.from_numpy(np.stack([m for _, m in crops]))[:, None])
-
-        return _Stream()
+    def __iter__(self):
+        torch.set_num_threads(1)
+        rng = np.random.default_rng(self.seed)
+        subjects = [CachedSubject.load(path) for path in self.paths]  # loaded in the worker process only
+        while True:
+            subject = subjects[int(rng.integers(len(subjects)))]
+            channels = randomised_channels(subject, self.architecture.inputs, self.architecture.percentiles, rng,
+                                           self.drop_t1w)
+            for _ in range(4):
+                crops = [random_crop(channels, subject.lesion, subject.brain, self.crop, rng, 0.7)
+                         for _ in range(self.batch)]
+                yield (torch.from_numpy(np.stack([c for c, _ in crops])),
+                       torch.from_numpy(np.stack([m for _, m in crops]))[:, None])
 
 
 def fixed_heldout_crops(paths, architecture, crop: int, count: int = 16):
     """Crops of held-out phantoms with a fixed randomisation: the held-out curve of ``log.jsonl``."""
-    from .data import CachedSubject, random_crop, randomised_channels
-
     rng = np.random.default_rng(12345)
     crops = []
     for path in paths:
@@ -119,8 +116,6 @@ def fixed_heldout_crops(paths, architecture, crop: int, count: int = 16):
 
 
 def heldout_dice(network, crops) -> float:
-    import torch
-
     from .scores import dice
 
     network.eval()
@@ -135,10 +130,9 @@ def heldout_dice(network, crops) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import torch
     from monai.losses import DiceCELoss
 
-    from ..training.checkpoint import EMA, atomic_write_json, load_checkpoint, save_checkpoint
+    from ..training.checkpoint import EMA, load_checkpoint, save_checkpoint
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -210,8 +204,6 @@ def main(argv: list[str] | None = None) -> int:
 def export(args, architecture: SegmenterArchitecture, network, steps: int, seconds: float, train_seeds: list[int],
            heldout_paths: list[Path]) -> None:
     """Write the model folder (float16 weights) with held-out (and, if given, real-case) metrics on its card."""
-    import torch
-
     from ..model_store.export import write_model
     from .evaluate import evaluate_cached_phantoms, evaluate_real_case
     from .segmenter import LesionSegmenter
