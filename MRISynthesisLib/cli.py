@@ -14,7 +14,7 @@ from . import __version__
 from .errors import CancelledError, InputError
 
 # Order = order in ``mrisynthesis --help``.
-SUBCOMMANDS = ("tasks", "models", "synthesize", "segment-lesions", "phantom", "train", "evaluate", "worker")
+SUBCOMMANDS = ("tasks", "models", "synthesize", "segment-lesions", "serve", "phantom", "train", "evaluate", "worker")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -249,6 +249,12 @@ def show_in_slice_views(scene, background=None, foreground=None, segmentation=No
     return composites.GetNumberOfItems()
 
 
+def center_slice_views(scene, point_lps) -> None:
+    """Centre every slice view on a point given in LPS millimetres (e.g. a lesion centroid of ``lesions.csv``)."""
+    left, posterior, superior = (float(value) for value in point_lps)
+    slicer.vtkMRMLSliceNode.JumpAllSlices(scene, -left, -posterior, superior, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+
+
 # ------------------------------------------------------------------------------------- result import
 @dataclass
 class ImportedNodes:

@@ -88,7 +88,8 @@ def _validate_request(request: SynthesisRequest, task: Task) -> list[str]:
     return [name for name in task.input_names if name in request.inputs]
 
 
-def _load(source: str | Path | Volume, name: str, memory_limit: int | None) -> Volume:
+def load_input(source: str | Path | Volume, name: str, memory_limit: int | None = None) -> Volume:
+    """Read one input file with the bad-input checks (header, memory, NaN); a ``Volume`` passes through."""
     if isinstance(source, Volume):
         return source
     info = checks.probe_file(source, name)
@@ -135,7 +136,7 @@ def synthesize(request: SynthesisRequest, progress: Progress | None = None,
     checkpoint("read", 0, len(names))
     volumes: dict[str, Volume] = {}
     for step, name in enumerate(names):
-        volume = _load(request.inputs[name], name, request.memory_limit_bytes)
+        volume = load_input(request.inputs[name], name, request.memory_limit_bytes)
         checks.check_geometry(volume, task.input(name), name)
         checks.check_intensities(volume, name)
         volumes[name] = volume
@@ -183,7 +184,7 @@ def synthesize(request: SynthesisRequest, progress: Progress | None = None,
                             reference_name, request.memory_limit_bytes)
 
     if request.mask is not None:
-        mask = _load(request.mask, "--mask", request.memory_limit_bytes)
+        mask = load_input(request.mask, "--mask", request.memory_limit_bytes)
         checks.check_mask(mask, "--mask")
         mask = resample_to(mask.with_array((mask.array > 0).astype(np.uint8)), reference, "nearest")
         checks.check_mask(mask, "--mask")
@@ -198,7 +199,7 @@ def synthesize(request: SynthesisRequest, progress: Progress | None = None,
 
     lesion_labels, lesion_method = None, None
     if request.lesions is not None:
-        given = _load(request.lesions, "--lesions", request.memory_limit_bytes)
+        given = load_input(request.lesions, "--lesions", request.memory_limit_bytes)
         lesion_labels = lesion_tools.label_lesions(resample_to(given.with_array((given.array > 0).astype(np.uint8)),
                                                                reference, "nearest"))
         lesion_method = "the user's mask"

@@ -122,6 +122,9 @@ class Task:
         return tuple(spec.name for spec in self.inputs if spec.required)
 
 
+# Native T1-weighted file/node names, MPRAGE-style sequence names included (the demo case writes mprage.nii.gz).
+T1W_PATTERN = r"(t1(w|n)?|mprage|mp2rage|spgr|bravo)(?!.*(ce|post|gd))"
+
 _MR_CONTRASTS = (
     InputSpec("t1w", "MR", False, r"t1(w|n|_?native|_?pre)?(?!.*(ce|post|gd|c\b))", description="native T1-weighted"),
     InputSpec("t1ce", "MR", False, r"t1.?(ce|c\b|post|gd)", description="post-gadolinium T1-weighted"),
@@ -151,7 +154,7 @@ register(Task(
     title="Myelin PSR from T1w + FLAIR",
     description="Quantitative magnetization-transfer pool-size ratio (myelin) map from routine T1w and FLAIR (DEMIST).",
     inputs=(
-        InputSpec("t1w", "MR", True, r"t1(w|n)?(?!.*(ce|post|gd))", description="T1-weighted (MPRAGE or spin echo)"),
+        InputSpec("t1w", "MR", True, T1W_PATTERN, description="T1-weighted (MPRAGE or spin echo)"),
         InputSpec("flair", "MR", True, r"flair|t2f", description="T2-FLAIR"),
     ),
     outputs=(OutputSpec("psr", "", (0.0, 0.2), "Inferno", "pool-size ratio M0_bound / M0_free"),),
@@ -166,7 +169,7 @@ register(Task(
     description="MS lesion overlay and per-lesion table from FLAIR (+ T1w): the trained segmenter when installed, "
                 "the FLAIR rule otherwise.",
     inputs=(
-        InputSpec("t1w", "MR", False, r"t1(w|n)?(?!.*(ce|post|gd))", description="T1-weighted (optional)"),
+        InputSpec("t1w", "MR", False, T1W_PATTERN, description="T1-weighted (optional)"),
         InputSpec("flair", "MR", True, r"flair|t2f", description="T2-FLAIR"),
     ),
     outputs=(),

@@ -191,6 +191,18 @@ class WorkerResult:
     summary: dict = field(default_factory=dict)
 
 
+def progress_text(message: dict, tr=str) -> str:
+    """Status line of a progress message: ``"sample 3/10 (30%) ETA 12 s"``; ``tr`` translates the templates
+    (the Slicer module passes ``slicer.i18n.tr``)."""
+    seconds = message.get("eta_s")
+    eta = ""
+    if seconds is not None:
+        seconds = int(round(seconds))
+        eta = tr("ETA {0} min {1:02d} s").format(seconds // 60, seconds % 60) if seconds >= 60 else \
+            tr("ETA {0} s").format(seconds)
+    return f"{message['stage']} {message['step']}/{message['total']} ({message['percent']:.0f}%) {eta}".rstrip()
+
+
 def package_root() -> str:
     """Folder that contains ``MRISynthesisLib`` (put on the worker's PYTHONPATH)."""
     return str(Path(__file__).resolve().parent.parent)

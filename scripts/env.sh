@@ -19,7 +19,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     # Install torch first and explicitly: left to the resolver, a plain "torch" pulls a multi-GB CUDA build.
     "$venv_python" -m pip install --quiet "${TORCH_SPEC:-torch==2.13.0}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
   fi
-  "$venv_python" -m pip install --quiet -e ".[test]"
+  "$venv_python" -m pip install --quiet -e ".[test,web]"
   touch "$stamp"
 fi
 export PATH="$root/.venv/bin:$PATH"

@@ -35,4 +35,4 @@ baseline=$!
 wait "$latent"
 wait "$baseline"
 mrisynthesis train --task myelin-psr --stage export --out "$RUN" --model-dir "$MODEL" --heldout 4 --samples 4 \
-  --threads 2
+  --map-estimate predictor --threads 2

@@ -9,13 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import slicer
-from slicer.i18n import tr as _
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 MODULE_DIR = Path(__file__).resolve().parent.parent  # the folder of MRISynthesis.py
@@ -90,46 +88,20 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------------------------------- run
     def start(self, taskId, inputNodes, maskNode=None, lesionNode=None, options=None, outputNodes=None):
-        """Write the input nodes to a private temp folder and start the worker.
+        """Write the input nodes to a private temp folder and start the worker (``mrml_run.start_run``).
 
-        Returns ``(WorkerProcess, context)``; poll the process, then call ``importResults(process, context)``.
+        Returns ``(WorkerProcess, RunContext)``; poll the process, then call ``importResults(process, context)``.
         """
-        from MRISynthesisLib import mrml
-        from MRISynthesisLib.tasks import get_task
-        from MRISynthesisLib.volume import write_volume
-        from MRISynthesisLib.worker import WorkerProcess
+        from MRISynthesisLib.mrml_run import start_run
 
-        task = get_task(taskId)
-        names = [spec.name for spec in task.inputs if inputNodes.get(spec.name) is not None]
-        if not names:
-            raise ValueError(_("Select at least one input volume."))
-        reference = inputNodes[names[0]]
-        folder = tempfile.mkdtemp(prefix="mrisynthesis-inputs-")
-        try:
-            paths = {name: str(write_volume(mrml.node_to_volume(inputNodes[name]), os.path.join(folder, name + ".nrrd")))
-                     for name in names}
-            request = {"task": task.id, "inputs": paths, "reference": names[0],
-                       "options": {**(options or {}), "output_format": "nrrd"}}
-            if maskNode is not None:
-                request["mask"] = str(write_volume(mrml.node_to_volume(maskNode), os.path.join(folder, "mask.nrrd")))
-            if lesionNode is not None:
-                labels = mrml.segmentation_to_volume(slicer.mrmlScene, lesionNode, reference)
-                request["lesions"] = str(write_volume(labels, os.path.join(folder, "lesions.nrrd"), None))
-            process = WorkerProcess(request, python=self.pythonExecutable(), cleanup_paths=[folder],
-                                    launcher=self.launcher).start()
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        return process, {"task": task.id, "reference": reference, "outputs": dict(outputNodes or {})}
+        return start_run(slicer.mrmlScene, taskId, inputNodes, maskNode, lesionNode, options, outputNodes,
+                         python=self.pythonExecutable(), launcher=self.launcher)
 
     def importResults(self, process, context):
         """Create the result nodes (all or nothing) from a finished run."""
-        from MRISynthesisLib import mrml
-        from MRISynthesisLib.tasks import get_task
+        from MRISynthesisLib.mrml_run import import_run
 
-        result = process.load_result()
-        return mrml.import_result(slicer.mrmlScene, get_task(context["task"]), result, context["reference"],
-                                  context.get("outputs"))
+        return import_run(slicer.mrmlScene, process, context)
 
     @staticmethod
     def resultsRoot() -> Path:

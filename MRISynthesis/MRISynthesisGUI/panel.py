@@ -16,6 +16,7 @@ import slicer
 from slicer.i18n import tr as _
 
 from MRISynthesisLib.tasks import QUALITY_STEPS, get_task
+from MRISynthesisLib.worker import progress_text
 
 from .parameters import INPUT_SLOTS, OUTPUT_SLOTS, QualityPreset, TaskChoice, quality_tooltip, samples_for
 
@@ -24,14 +25,6 @@ DETAIL_LINES = 50  # worker lines shown under "Show details" of an error
 POLL_MS = 200
 SETTINGS = "MRISynthesis/"  # qt.QSettings keys: task, quality, device
 logger = logging.getLogger("MRISynthesis")
-
-
-def format_eta(seconds) -> str:
-    if seconds is None:
-        return ""
-    seconds = int(round(seconds))
-    return _("ETA {0} min {1:02d} s").format(seconds // 60, seconds % 60) if seconds >= 60 else \
-        _("ETA {0} s").format(seconds)
 
 
 class SynthesisPanel:
@@ -228,8 +221,7 @@ class SynthesisPanel:
         for message in process.poll():
             if "overall" in message:
                 self.ui.progressBar.value = int(message["overall"])
-                self.ui.statusLabel.text = f"{message['stage']} {message['step']}/{message['total']} " \
-                                           f"({message['percent']:.0f}%) {format_eta(message.get('eta_s'))}"
+                self.ui.statusLabel.text = progress_text(message, _)
             elif message.get("stage") in ("error", "cancelled", "done"):
                 self.log(message.get("message", message["stage"]))
         while process.log:
@@ -255,7 +247,7 @@ class SynthesisPanel:
         try:
             if final.get("stage") == "done":
                 nodes = self.logic.importResults(process, context)
-                self.resultsFolder = self.logic.keepResultFiles(process, context["task"])
+                self.resultsFolder = self.logic.keepResultFiles(process, context.task)
                 self.ui.showResultsButton.enabled = self.resultsFolder is not None
                 self.ui.progressBar.value = 100
                 self.ui.statusLabel.text = _("Done in {0:.0f} s: {1} nodes created.").format(

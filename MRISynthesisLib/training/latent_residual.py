@@ -154,8 +154,9 @@ def _init_from_model(networks: LatentResidualNetworks, model_id: str) -> dict:
     registry = ModelRegistry()
     card = registry.card(model_id)
     saved = LatentResidualArchitecture.from_dict(card.architecture)
-    if saved.to_dict() | {"latent_scale": 0, "residual_scale": 0} != \
-            networks.architecture.to_dict() | {"latent_scale": 0, "residual_scale": 0}:
+    # Scales are measured per run and the map estimate is chosen at export: neither changes the networks.
+    measured = {"latent_scale": 0, "residual_scale": 0, "map_estimate": ""}
+    if saved.to_dict() | measured != networks.architecture.to_dict() | measured:
         raise InputError(f"model {model_id} has another architecture than this run; pass the same --architecture",
                          name="--init-from")
     weights = registry.load_state_dicts(model_id)
