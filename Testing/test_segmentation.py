@@ -83,6 +83,13 @@ def test_randomise_is_reproducible_zero_outside_and_keeps_lesions_bright():
     np.testing.assert_array_equal(first, second)
     assert not first[~brain].any()
     assert np.median(first[lesion > 0]) > 1.1 * np.median(first[brain & (lesion == 0)])
+    # A lesion factor below 1 makes lesions subtler than the physics (fine-tuning toward real lesion contrast).
+    ratios = {}
+    for factor in (0.8, 1.2):
+        image = augment.randomise({"flair": flair}, fractions, brain, np.random.default_rng(3),
+                                  lesion_contrast=(factor, factor))["flair"]
+        ratios[factor] = np.median(image[lesion > 0]) / np.median(image[brain & (lesion == 0)])
+    assert ratios[0.8] < ratios[1.2] and ratios[0.8] < 1.6 * 0.9
 
 
 def test_random_crop_pads_small_volumes_and_centres_on_lesions():

@@ -30,10 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import augment
 from .architecture import STEM, SegmenterArchitecture
 from .data import CachedSubject, cache_subject, random_crop, randomised_channels
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "model_store" / "bundled" / "ms-lesion-segmenter"
+COMMAND_PREFIX = "python -m MRISynthesisLib.segmentation.train "
 TRAIN_FIRST_SEED = 40_000
 HELDOUT_FIRST_SEED = 50_000
 
@@ -52,11 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=3000, help="optimiser steps (the cosine schedule's length)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     parser.add_argument("--drop-t1w", type=float, default=0.25, help="probability that a crop has no T1w channel")
+    parser.add_argument("--lesion-contrast", type=float, nargs=2, default=list(augment.LESION_CONTRAST_RANGE),
+                        metavar=("LOW", "HIGH"), help="range of the lesions' contrast factor relative to white "
+                        "matter's (below 1: subtler than the phantom's physics; real lesions of 30-100 voxels are)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the crop sampler")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of the training process")
     parser.add_argument("--workers", type=int, default=1, help="processes preparing randomised crops")
     parser.add_argument("--minutes", type=float, default=90.0, help="stop (and export) after this wall time")
     parser.add_argument("--export-only", action="store_true", help="export the checkpoint without training")
+    parser.add_argument("--version", default="0.1.0", help="model version written in the card")
     parser.add_argument("--real-case", type=Path, default=None, help="evaluation only: a folder with t1w, flair "
                         "and lesions NIfTI files (e.g. ../shared/data/real/ms-patient07) scored at export")
     return parser
@@ -85,9 +91,10 @@ class CropStream(torch.utils.data.IterableDataset):
     """Endless ``(channels (B, C, S, S, S), lesion (B, 1, S, S, S))`` float32 batches; a fresh randomised
     acquisition of a random training subject every 4 batches, crops centred on lesions 70 % of the time."""
 
-    def __init__(self, paths, architecture: SegmenterArchitecture, crop: int, batch: int, drop_t1w: float, seed):
+    def __init__(self, paths, architecture: SegmenterArchitecture, crop: int, batch: int, drop_t1w: float, seed,
+                 lesion_contrast: tuple[float, float] = augment.LESION_CONTRAST_RANGE):
         self.paths, self.architecture, self.crop, self.batch = paths, architecture, crop, batch
-        self.drop_t1w, self.seed = drop_t1w, seed
+        self.drop_t1w, self.seed, self.lesion_contrast = drop_t1w, seed, tuple(lesion_contrast)
 
     def __iter__(self):
         torch.set_num_threads(1)
@@ -96,7 +103,7 @@ class CropStream(torch.utils.data.IterableDataset):
         while True:
             subject = subjects[int(rng.integers(len(subjects)))]
             channels = randomised_channels(subject, self.architecture.inputs, self.architecture.percentiles, rng,
-                                           self.drop_t1w)
+                                           self.drop_t1w, self.lesion_contrast)
             for _ in range(4):
                 crops = [random_crop(channels, subject.lesion, subject.brain, self.crop, rng, 0.7)
                          for _ in range(self.batch)]
@@ -137,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     started = time.monotonic()
+    args.run.mkdir(parents=True, exist_ok=True)
+    with (args.run / "commands.txt").open("a", encoding="utf-8") as history:  # a resumed run keeps every command
+        history.write(COMMAND_PREFIX + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "\n")
     architecture = SegmenterArchitecture(roi=max(args.crop, 96))  # inference windows can be larger than crops
     cache = args.run / "cache"
     train_seeds = subject_seeds(args.first_seed, args.subjects)
@@ -158,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     heldout_crops = fixed_heldout_crops(heldout_paths[:4], architecture, args.crop)
     log = (args.run / "log.jsonl").open("a", encoding="utf-8")
     if not args.export_only and step < args.steps:
-        stream = CropStream(train_paths, architecture, args.crop, args.batch, args.drop_t1w, [args.seed, step])
+        stream = CropStream(train_paths, architecture, args.crop, args.batch, args.drop_t1w, [args.seed, step],
+                            args.lesion_contrast)
         loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=args.workers,
                                              prefetch_factor=4 if args.workers else None)
         session_start = time.monotonic()
@@ -212,14 +223,15 @@ def export(args, architecture: SegmenterArchitecture, network, steps: int, secon
     state = {key: value.detach().half() for key, value in network.state_dict().items()}
     network.load_state_dict({key: value.float() for key, value in state.items()})
     network.eval()
-    segmenter = LesionSegmenter(network, architecture, (1.0, 1.0, 1.0), args.out.name, "0.1.0")
+    segmenter = LesionSegmenter(network, architecture, (1.0, 1.0, 1.0), args.out.name, args.version)
     metrics = {"heldout_phantoms": evaluate_cached_phantoms(segmenter, heldout_paths)["mean"]}
     if args.real_case is not None:
         metrics["real_case"] = evaluate_real_case(segmenter, args.real_case)
     parameters = sum(p.numel() for p in network.parameters())
-    command = "python -m MRISynthesisLib.segmentation.train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    history = args.run / "commands.txt"
+    command = " && ".join(line for line in history.read_text().splitlines() if line) if history.is_file() else ""
     card = {
-        "id": args.out.name, "version": "0.1.0", "task": "ms-lesions", "title": "MS lesion segmenter (T1w + FLAIR)",
+        "id": args.out.name, "version": args.version, "task": "ms-lesions", "title": "MS lesion segmenter (T1w + FLAIR)",
         "description": "MONAI UNet trained on domain-randomised phantoms (SynthSeg-style): white-matter lesions from "
                        "FLAIR with or without a T1-weighted image. Research use only.",
         "inputs": list(architecture.inputs), "outputs": ["lesion"], "spacing": [1.0, 1.0, 1.0],
