@@ -171,7 +171,7 @@ def test_export_writes_a_half_precision_model_that_loads_and_continues(run_dir, 
 
     home = tmp_path / "home"
     card = export_latent_residual_run(run_dir, "myelin-psr", home / "models" / "myelin-psr", heldout=1, samples=2,
-                                      steps=2)
+                                      steps=2, map_estimate="predictor")  # as the shipped card
     assert {f.name for f in card.files} == {"predictor.safetensors", "denoiser.safetensors"}
     metrics = card.metrics
     assert metrics["precision"] == "float16" and metrics["samples"] == 2 and metrics["clean"]["acquisition"] == "clean"
@@ -184,8 +184,12 @@ def test_export_writes_a_half_precision_model_that_loads_and_continues(run_dir, 
     monkeypatch.setenv("MRISYNTHESIS_HOME", str(home))
     continued = tmp_path / "continued"
     train(_config(continued, "autoencoder", heldout=0))
-    final = train(_config(continued, "latent", steps=4, init_from="myelin-psr"))
+    final = train(_config(continued, "latent", steps=4, init_from="myelin-psr"))  # the map estimate may differ
     assert final["architecture_update"]["latent_scale"] == card.architecture["latent_scale"]
+    again = export_latent_residual_run(continued, "myelin-psr", tmp_path / "again" / "myelin-psr", heldout=0)
+    assert again.training["continued_from"]["training"] == card.training
+    assert again.training["total_duration_s"] == pytest.approx(again.training["duration_s"] +
+                                                               card.training["duration_s"])
     with pytest.raises(InputError, match="architecture"):
         other = {**TRAIN_ARCHITECTURE, "predictor": {"channels": [8, 16], "strides": [2], "num_res_units": 1}}
         train(_config(continued, "latent", steps=2, init_from="myelin-psr", architecture=other))

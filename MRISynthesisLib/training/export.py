@@ -212,4 +212,12 @@ def export_latent_residual_run(run_dir: str | Path, task_id: str, folder: str | 
         "subjects": config.subjects, "stages": stages,
         "autoencoder_heldout_psnr_db": states["autoencoder"].get("heldout_reconstruction_psnr_db"),
     }
+    if config.init_from:  # a continued run: the model it started from, with its own training record
+        from ..model_store.registry import ModelRegistry
+
+        previous = ModelRegistry().card(config.init_from)
+        fields["training"]["continued_from"] = {"model": previous.id, "version": previous.version,
+                                                "training": previous.training}
+        fields["training"]["total_duration_s"] = fields["training"]["duration_s"] + float(
+            previous.training.get("total_duration_s", previous.training.get("duration_s", 0.0)))
     return write_model(folder, fields, shipped)
