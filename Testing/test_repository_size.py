@@ -19,8 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 MB = 1_000_000
 HISTORY_BUDGET = 90 * MB   # everything ever committed; the hard limit is 100 MB
 # *.safetensors across history: today's bundled models (~18 MB: myelin-psr, its UNet baseline, the lesion segmenter)
-# plus the earlier versions history keeps (~42 MB); a new export must replace that headroom knowingly.
-WEIGHTS_BUDGET = 66 * MB
+# plus the earlier versions history keeps (~48 MB, with myelin-psr 0.2.0 since 0.3.0 replaced it: 66.3 MB in all).
+# Raised from 66 to 70 MB for that export (+1.2 dB on validation); the ~3.7 MB left fit a lesion-segmenter
+# re-export (1.2 MB) but not another myelin-psr (5.9 MB): that one needs history rewritten or a smaller model.
+WEIGHTS_BUDGET = 70 * MB
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".onnx")
 
 
