@@ -165,6 +165,7 @@ def test_page_runs_myelin_psr_with_the_bundled_model(browser, case, tmp_path):
         assert "mprage, flair" in page.locator(".mrs-volumes").inner_text()
         assert [state(page, "input_0"), state(page, "input_1")] == [v["value"] for v in state(page, "volumes")]
         page.wait_for_timeout(1500)  # let the views render the FLAIR
+        assert np.mean(views_rgb(page).max(axis=2) > 40) > 0.1, "the loaded FLAIR should fill the views"
         assert saturated_fraction(page) < 0.002, "grey input should not look colour-mapped"
         page.evaluate("window.trame.state.set('quality', 'fast')")
         page.locator(".mrs-run").click()

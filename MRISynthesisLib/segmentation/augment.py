@@ -16,7 +16,8 @@ relative brightness. Per training volume (``randomise``), in acquisition order:
 The phantom's physics keeps the contrasts within physical bounds; these factors widen them around that. A first
 run with wider ranges (lesions down to 0.85x their physical contrast, gamma log std 0.25, slices up to 6 mm in
 half the images) left many training lesions invisible and reached a held-out crop Dice of only 0.13 after 1000
-steps (a run of the first session of this segmenter, not kept), so lesions are never made less conspicuous than the physics makes them.
+steps (a run of the first session of this segmenter, not kept), so by default lesions are never made less
+conspicuous than the physics makes them (``--lesion-contrast`` of the training script can).
 """
 
 from __future__ import annotations

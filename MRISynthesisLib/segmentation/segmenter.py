@@ -1,8 +1,9 @@
 """``LesionSegmenter``: inputs on the reference grid -> MS lesion probability and mask on the same grid.
 
 Inputs are resampled to the model's 1 mm canonical grid and normalised by ``preprocess.prepare`` (the same
-normalisation the training crops had), segmented with a Gaussian-weighted sliding window (each window averaged with
-its left-right mirror: +0.017 Dice on held-out phantoms in benchmarks/lesion_segmentation.py), and the lesion probability goes back to the reference grid (linear), where ``>= THRESHOLD`` is a lesion voxel.
+normalisation the training crops had), segmented with a Gaussian-weighted sliding window (each window averaged
+with its left-right mirror: +0.017 Dice on held-out phantoms in benchmarks/lesion_segmentation.py), and the lesion
+probability goes back to the reference grid (linear), where ``>= THRESHOLD`` is a lesion voxel.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ POLL_SECONDS = 0.25
 MAX_INPUTS = 4  # input selectors on the page (missing-contrast has four)
 
 
-def lesion_table(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+def table_for_page(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     """Vuetify data-table headers and rows for the per-lesion table: the columns of ``lesions.csv``."""
     keys = list(rows[0]) if rows else []
     headers = [{"title": key.replace("_", " "), "key": key} for key in keys]
@@ -66,7 +66,6 @@ class SynthesisWebApp(TrameApp):
         self.server.serve["downloads"] = str(self.session.downloads_dir)
         self._upload: list[dict] = []
         self._lesions: dict = {}
-        self._upload_bytes = 0
         self._init_state()
         self.state.change("task_id")(self.on_task_changed)
         self.state.change("view_volume")(self.show_in_views)
@@ -147,7 +146,7 @@ class SynthesisWebApp(TrameApp):
         self._refresh_inputs()
         if nodes:
             self.state.view_volume = nodes[-1].GetID()
-            self.show_in_views(nodes[-1].GetID())
+            self.show_in_views(nodes[-1].GetID())  # now, so that reset_views fits it (the state change comes later)
             self.slicer_app.display_manager.reset_views()
         self._log(f"Loaded {', '.join(node.GetName() for node in nodes)} ({source}).")
 
@@ -157,20 +156,19 @@ class SynthesisWebApp(TrameApp):
         self._log(message)
 
     def upload_chunk(self, files: list[dict]) -> None:
-        """Chunks from the page's file input (``chunk_loader.js``); an empty list ends the upload."""
+        """Chunks from the page's file input (``chunk_loader.js``); an empty list ends the upload. A file above
+        the limit keeps only its name and size (the page refuses it first; the server does not trust the page)."""
         if files:
-            for file in files:
-                self._upload_bytes += int(file.get("size") or 0)
-            self._upload.extend(files)
-            if self._upload_bytes > self.session.max_upload_bytes:  # the page checks first; never trust it
-                self._upload = [{"name": self._upload[-1].get("name"), "size": self._upload_bytes, "content": b""}]
+            limit = self.session.max_upload_bytes
+            self._upload.extend({**file, "content": b""} if int(file.get("size") or 0) > limit else file
+                                for file in files)
             return
-        received, self._upload, self._upload_bytes = self._upload, [], 0
+        received, self._upload = self._upload, []
         try:
             for file in received:
                 self.session.check_upload(file.get("name", ""), int(file.get("size") or 0))
-            self._loaded(self.session.load_uploads([(ClientFile(file).name, ClientFile(file).content or b"")
-                                                    for file in received]), "upload")
+            self._loaded(self.session.load_uploads([(upload.name, upload.content or b"")
+                                                    for upload in map(ClientFile, received)]), "upload")
         except InputError as error:
             self._fail(f"Not loaded: {error}")
 
@@ -229,7 +227,7 @@ class SynthesisWebApp(TrameApp):
             return
         self.state.progress = 100
         self._lesions = {row.get("id"): row for row in finished.lesion_rows}
-        self.state.lesion_headers, self.state.lesion_rows = lesion_table(finished.lesion_rows)
+        self.state.lesion_headers, self.state.lesion_rows = table_for_page(finished.lesion_rows)
         self.state.result_names = [self.slicer_app.scene.GetNodeByID(node_id).GetName()
                                    for node_id in finished.node_ids]
         self.state.downloads = [{"name": name, "url": f"downloads/{finished.run_id}/{name}"}
