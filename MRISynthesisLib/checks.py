@@ -91,11 +91,19 @@ def check_memory(voxels: int, bytes_per_voxel: int, what: str, name: str, limit:
 
 
 def check_geometry(volume: Volume, spec: InputSpec | None, name: str) -> None:
-    """Dimensionality for the task and spacing anisotropy."""
+    """Dimensionality for the task (a series has >= 2 frames; a CT series, perfusion, has frame timing) and
+    spacing anisotropy."""
     if spec is not None:
         wants_series = spec.channels == "series"
         if wants_series and volume.array.ndim != 4:
-            raise InputError(f"expects a 4D series ({spec.description}) but got a 3D volume", name)
+            raise InputError(f"expects a 4D series ({spec.description}) but got a 3D volume (no time axis, or a "
+                             "single frame)", name)
+        if wants_series and spec.modality == "CT":  # CT perfusion: frames, timing (perfusion.frame_times)
+            from .perfusion import frame_times
+
+            frame_times(volume, name)
+        elif wants_series and volume.channels < 2:
+            raise InputError(f"is a series with {volume.channels} frame; {spec.description} needs at least 2", name)
         if not wants_series and volume.array.ndim != 3:
             raise InputError(f"expects a 3D volume but got a 4D image with {volume.channels} frames", name)
     if min(volume.shape) < 4:

@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from . import mrml
+from .mrml_series import input_volume
 from .errors import InputError
 from .tasks import get_task
 from .volume import write_volume
@@ -35,7 +36,8 @@ def start_run(scene, task_id: str, input_nodes: dict, mask_node=None, lesion_nod
 
     Args:
         input_nodes: input name -> volume node (``None`` for an input left empty). The first given input of
-            the task's order is the reference.
+            the task's order is the reference. A sequence's proxy node sends the whole series
+            (``mrml_series.input_volume``).
         lesion_node: a segmentation node with the user's lesions (wins over the segmenter and the rule).
         options: worker options (device, steps, samples, seed); outputs are always written as NRRD.
         python, launcher: how the worker process is started (``worker.WorkerProcess``).
@@ -49,7 +51,7 @@ def start_run(scene, task_id: str, input_nodes: dict, mask_node=None, lesion_nod
     reference = input_nodes[names[0]]
     folder = tempfile.mkdtemp(prefix="mrisynthesis-inputs-")
     try:
-        paths = {name: str(write_volume(mrml.node_to_volume(input_nodes[name]), os.path.join(folder, name + ".nrrd")))
+        paths = {name: str(write_volume(input_volume(input_nodes[name], name), os.path.join(folder, name + ".nrrd")))
                  for name in names}
         request = {"task": task.id, "inputs": paths, "reference": names[0],
                    "options": {"output_format": "nrrd", **(options or {})}}

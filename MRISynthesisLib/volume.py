@@ -7,6 +7,9 @@ Conventions (one for the whole package):
 * ``origin``, ``spacing`` and ``direction`` follow ITK/SimpleITK: physical LPS millimetres, axes
   ordered ``(x, y, z)``, ``direction`` a row-major 3x3 tuple (9 floats). Only the 3 spatial axes
   carry geometry; a 4th axis is a channel axis.
+* A series' timing lives in ``metadata``: ``frame_interval_s`` (uniform frames; a 4D file's 4th spacing, which
+  ITK converts to seconds) or ``frame_times_s`` (one per frame, from DICOM acquisition times).
+  ``perfusion.frame_times`` reads them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .errors import InputError
 
 READ_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
+FRAME_TIMES_KEY = "MRISynthesis_frame_times_s"
 
 
 @dataclass
@@ -89,12 +93,18 @@ class Volume:
         return matrix
 
     def to_sitk(self, channel: int | None = None) -> sitk.Image:
-        """A SimpleITK image of the whole volume (4D as a vector image) or of one channel."""
+        """A SimpleITK image of the whole volume or of one channel; a whole series is a 4D image whose 4th
+        spacing is the frame interval (``metadata["frame_interval_s"]``, else 1)."""
         if self.array.ndim == 4 and channel is None:
-            image = sitk.GetImageFromArray(np.moveaxis(self.array, 0, -1), isVector=True)
-        else:
-            data = self.array if self.array.ndim == 3 else self.array[channel]
-            image = sitk.GetImageFromArray(data)
+            frames = [self.to_sitk(index) for index in range(self.channels)]
+            times = self.metadata.get("frame_times_s")
+            interval = float(np.mean(np.diff(times))) if times is not None and len(times) > 1 else None
+            image = sitk.JoinSeries(frames, 0.0, interval or float(self.metadata.get("frame_interval_s", 1.0)))
+            if times is not None:  # irregular frames: NRRD and MHA keep the key, NIfTI keeps the mean interval
+                image.SetMetaData(FRAME_TIMES_KEY, " ".join(f"{t:.4f}" for t in times))
+            return image
+        data = self.array if self.array.ndim == 3 else self.array[channel]
+        image = sitk.GetImageFromArray(data)
         image.SetOrigin(self.origin)
         image.SetSpacing(self.spacing)
         image.SetDirection(self.direction)
@@ -102,12 +112,16 @@ class Volume:
 
     @classmethod
     def from_sitk(cls, image: sitk.Image) -> "Volume":
-        """Volume from a 3D scalar/vector or 4D SimpleITK image (4D: the 4th axis becomes channels)."""
+        """Volume from a 3D scalar/vector or 4D SimpleITK image (4D: the 4th axis becomes channels and its
+        spacing ``metadata["frame_interval_s"]``)."""
+        metadata = {}
         if image.GetDimension() == 4:
             array = sitk.GetArrayFromImage(image)  # (t, z, y, x)
             size = image.GetSize()
-            extract = sitk.Extract(image, (*size[:3], 0), (0, 0, 0, 0))
-            geometry = extract
+            geometry = sitk.Extract(image, (*size[:3], 0), (0, 0, 0, 0))
+            metadata["frame_interval_s"] = float(image.GetSpacing()[3])
+            if image.HasMetaDataKey(FRAME_TIMES_KEY):
+                metadata["frame_times_s"] = [float(t) for t in image.GetMetaData(FRAME_TIMES_KEY).split()]
         elif image.GetDimension() == 3:
             array = sitk.GetArrayFromImage(image)
             if image.GetNumberOfComponentsPerPixel() > 1:
@@ -115,7 +129,7 @@ class Volume:
             geometry = image
         else:
             raise ValueError(f"expected a 3D or 4D image, got {image.GetDimension()}D")
-        return cls(array, geometry.GetOrigin(), geometry.GetSpacing(), geometry.GetDirection())
+        return cls(array, geometry.GetOrigin(), geometry.GetSpacing(), geometry.GetDirection(), metadata)
 
 
 def _is_dicom_folder(path: Path) -> bool:
@@ -136,11 +150,11 @@ def read_volume(path: str | os.PathLike, name: str | None = None) -> Volume:
         if path.is_dir():
             if not _is_dicom_folder(path):
                 raise InputError(f"folder {path} holds no DICOM series", label)
-            series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
-            files = max((sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), s) for s in series), key=len)
-            reader = sitk.ImageSeriesReader()
-            reader.SetFileNames(files)
-            image = reader.Execute()
+            from .dicom_series import read_dicom_folder
+
+            volume = read_dicom_folder(path, label)
+            volume.metadata["path"] = str(path)
+            return volume
         else:
             image = sitk.ReadImage(str(path))
     except InputError:

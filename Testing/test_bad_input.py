@@ -91,6 +91,26 @@ def existing_output(tmp: Path) -> list[str]:
     return good_inputs(tmp)
 
 
+def ctp_args(tmp: Path, path) -> list[str]:
+    return ["--input", f"ctp={path}"]
+
+
+def ctp_without_timing(tmp: Path) -> list[str]:
+    """A 3D vector image (frames as components): no time axis to read the frame interval from."""
+    path = tmp / "ctp.nrrd"
+    frames = np.stack([brain().array * (1 + 0.1 * k) for k in range(4)], axis=-1)
+    sitk.WriteImage(sitk.GetImageFromArray(frames, isVector=True), str(path))
+    return ctp_args(tmp, path)
+
+
+def ctp_dicom_frames_of_different_grids(tmp: Path) -> list[str]:
+    from test_perfusion import write_dicom_time_series
+
+    head = brain().array[::2].astype(np.int16)
+    write_dicom_time_series(tmp / "ctp", [head, head[:, :20], head], [0.0, 2.0, 4.0])
+    return ctp_args(tmp, tmp / "ctp")
+
+
 # (case id, task, build args from tmp folder, extra CLI args, exit code, words the message must contain)
 CASES = [
     ("missing-file", "myelin-psr", lambda t: replace_input(good_inputs(t), "t1w", str(t / "nope.nii.gz")), [], 2,
@@ -118,6 +138,11 @@ CASES = [
     ("existing-outputs", "myelin-psr", existing_output, [], 2, ["--output", "--overwrite"]),
     ("model-not-installed", "missing-contrast", good_inputs, [], 3, ["missing-contrast", "mrisynthesis models install"]),
     ("gpu-not-available", "myelin-psr", good_inputs, ["--device", "cuda:7"], 2, ["--device", "CUDA"]),
+    ("ctp-without-time-axis", "stroke-dwi-adc", lambda t: ctp_args(t, write(t, "ctp", brain())), [], 2,
+     ["ctp", "no time axis"]),
+    ("ctp-without-frame-timing", "stroke-dwi-adc", ctp_without_timing, [], 2, ["ctp", "no frame timing"]),
+    ("ctp-frames-of-different-grids", "stroke-dwi-adc", ctp_dicom_frames_of_different_grids, [], 2,
+     ["ctp", "different grid"]),
 ]
 
 

@@ -196,9 +196,13 @@ def generate_subject(seed: int, pathology: str = "ms", spacing: float = 2.0, lab
                   "cbf": "ml/100g/min", "cbv": "ml/100g", "mtt": "s", "tmax": "s", "gd": "mM", "ct": "HU",
                   "ctp": "HU"},
     }
+    maps = {n: Volume(np.ascontiguousarray(arrays[n], np.float32), **geometry) for n in MAP_NAMES
+            if n in selected or n in QUANTITATIVE_MAPS}
+    if "ctp" in maps:  # uniform frames over the scan (ct_perfusion.frame_times)
+        ctp = protocol["ctp"]
+        maps["ctp"].metadata["frame_interval_s"] = ctp["duration_s"] / (ctp["frames"] - 1)
     return PhantomSubject(
-        maps={n: Volume(np.ascontiguousarray(arrays[n], np.float32), **geometry) for n in MAP_NAMES
-              if n in selected or n in QUANTITATIVE_MAPS},
+        maps=maps,
         masks={n: Volume(a.astype(np.uint8), **geometry) for n, a in mask_arrays.items()},
         parameters=_jsonable(parameters),
         fractions={n: Volume(a, **geometry) for n, a in fraction_arrays.items()},

@@ -1,0 +1,118 @@
+"""CT perfusion series in time: frame timing from 4D files and DICOM time series, checks, and resampling onto
+the stroke model's fixed frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from MRISynthesisLib.errors import InputError
+from MRISynthesisLib.perfusion import frame_times, model_frame_times, resample_frames
+from MRISynthesisLib.volume import Volume, read_volume, write_volume
+
+
+def series_with_times(times, shape=(3, 4, 5)) -> Volume:
+    """Voxel value = (voxel index + 1) * t, so linear interpolation in time is exact."""
+    ramp = np.arange(1, np.prod(shape) + 1, dtype=np.float32).reshape(shape)
+    return Volume(np.stack([ramp * t for t in times]), (1.0, 2.0, 3.0), (0.8, 0.8, 2.5),
+                  metadata={"frame_times_s": list(times)})
+
+
+def test_resampling_is_linear_in_time_and_holds_the_last_frame():
+    times = [10.0, 11.0, 13.0, 16.0, 20.0, 28.0, 40.0]  # irregular, dense early, starting at scan time 10 s
+    series = series_with_times(times)
+    resampled = resample_frames(series)
+    target = model_frame_times()
+    assert resampled.array.shape == (15, 3, 4, 5) and resampled.same_grid(series)
+    assert resampled.metadata["frame_interval_s"] == 4.0 and "frame_times_s" not in resampled.metadata
+    ramp = series.array[0] / times[0]
+    for k, t in enumerate(target):  # the model's t is measured from the first frame (scan time 10 s)
+        expected = ramp * min(t + 10.0, 40.0)  # past the end of the 30 s scan: the last frame
+        np.testing.assert_allclose(resampled.array[k], expected, rtol=1e-5)
+
+
+def test_frame_timing_comes_from_the_interval_or_the_times_and_is_checked():
+    volume = Volume(np.random.default_rng(0).random((4, 3, 3, 3)).astype(np.float32),
+                    metadata={"frame_interval_s": 1.5})
+    np.testing.assert_allclose(frame_times(volume), [0.0, 1.5, 3.0, 4.5])
+    with pytest.raises(InputError, match="no time axis"):
+        frame_times(Volume(np.ones((3, 3, 3), np.float32)))
+    with pytest.raises(InputError, match="1 frame"):
+        frame_times(Volume(np.ones((1, 3, 3, 3), np.float32), metadata={"frame_interval_s": 1.0}))
+    with pytest.raises(InputError, match="no frame timing"):
+        frame_times(Volume(np.ones((4, 3, 3, 3), np.float32)))
+    with pytest.raises(InputError, match="do not increase"):
+        frame_times(series_with_times([0.0, 2.0, 2.0, 5.0]))
+    with pytest.raises(InputError, match="4 frames but 3 frame times"):
+        frame_times(Volume(np.ones((4, 3, 3, 3), np.float32), metadata={"frame_times_s": [0, 1, 2]}))
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
+def test_4d_files_keep_the_frame_interval(tmp_path, suffix):
+    series = Volume(np.random.default_rng(1).random((5, 6, 7, 8)).astype(np.float32), (1.0, -2.0, 3.0),
+                    (0.9, 0.9, 2.0), metadata={"frame_interval_s": 2.5})
+    loaded = read_volume(write_volume(series, tmp_path / f"ctp{suffix}"))
+    assert loaded.same_grid(series) and loaded.channels == 5
+    np.testing.assert_array_equal(loaded.array, series.array)
+    np.testing.assert_allclose(frame_times(loaded), [0.0, 2.5, 5.0, 7.5, 10.0], atol=1e-5)
+
+
+def write_dicom_time_series(folder, frames: list[np.ndarray], times_s: list[float], spacing=(0.9, 0.9, 5.0),
+                            uid="1.2.826.0.1.3680043.8.498.1"):
+    """One CT file per (frame, slice) with the tags a scanner writes: position, orientation, pixel spacing,
+    acquisition time (HHMMSS.FFFFFF from 09:59:50), one series UID; files named in a scrambled order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    order = np.random.default_rng(0).permutation(sum(len(f) for f in frames))
+    index = 0
+    for k, (frame, time_s) in enumerate(zip(frames, times_s)):
+        for z, plane in enumerate(frame):
+            image = sitk.GetImageFromArray(plane.astype(np.int16))
+            image.SetSpacing(spacing[:2])
+            seconds = 9 * 3600 + 59 * 60 + 50 + time_s + 0.01 * z  # slices of a frame a little apart
+            clock = f"{int(seconds // 3600):02d}{int(seconds % 3600 // 60):02d}{seconds % 60:09.6f}"
+            for tag, value in (("0008|0060", "CT"), ("0008|0016", "1.2.840.10008.5.1.4.1.1.2"),
+                               ("0020|000d", uid + ".1"), ("0020|000e", uid + ".2"),
+                               ("0008|0018", f"{uid}.3.{k}.{z}"), ("0020|0013", str(index + 1)),
+                               ("0020|0032", f"-10\\-20\\{z * spacing[2]}"), ("0020|0037", "1\\0\\0\\0\\1\\0"),
+                               ("0028|0030", f"{spacing[1]}\\{spacing[0]}"), ("0018|0050", str(spacing[2])),
+                               ("0008|0032", clock), ("0020|0100", str(k + 1))):
+                image.SetMetaData(tag, value)
+            writer.SetFileName(str(folder / f"IM{order[index]:04d}.dcm"))
+            writer.Execute(image)
+            index += 1
+
+
+def test_dicom_time_series_becomes_frames_with_their_acquisition_times(tmp_path):
+    rng = np.random.default_rng(2)
+    frames = [rng.integers(-100, 300, (6, 10, 12)).astype(np.int16) for _ in range(4)]
+    write_dicom_time_series(tmp_path / "ctp", frames, [0.0, 2.0, 4.5, 9.0])
+    series = read_volume(tmp_path / "ctp", "ctp")
+    assert series.array.shape == (4, 6, 10, 12)
+    for k in range(4):
+        np.testing.assert_array_equal(series.array[k], frames[k])
+    np.testing.assert_allclose(frame_times(series), [0.0, 2.0, 4.5, 9.0], atol=0.01)
+    np.testing.assert_allclose(series.spacing, (0.9, 0.9, 5.0), atol=1e-4)
+    np.testing.assert_allclose(series.origin, (-10.0, -20.0, 0.0), atol=1e-4)
+
+
+def test_dicom_time_series_with_a_missing_slice_or_another_grid_is_refused(tmp_path):
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 100, (5, 8, 8)).astype(np.int16) for _ in range(3)]
+    write_dicom_time_series(tmp_path / "missing", [frames[0], frames[1], frames[2][:4]], [0.0, 2.0, 4.0])
+    with pytest.raises(InputError, match="different slice counts"):
+        read_volume(tmp_path / "missing", "ctp")
+    write_dicom_time_series(tmp_path / "grid", [frames[0], frames[1][:, :6], frames[2]], [0.0, 2.0, 4.0])
+    with pytest.raises(InputError, match="frame 2 has a different grid"):
+        read_volume(tmp_path / "grid", "ctp")
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_irregular_frame_times_survive_nrrd_and_mha(tmp_path, suffix):
+    times = [0.0, 1.0, 2.5, 4.5, 8.0]
+    series = series_with_times(times)
+    loaded = read_volume(write_volume(series, tmp_path / f"ctp{suffix}"))
+    np.testing.assert_allclose(frame_times(loaded), times, atol=1e-4)
+    np.testing.assert_array_equal(loaded.array, series.array)
