@@ -68,3 +68,22 @@ def resample_frames(series: Volume, name: str = "ctp", count: int = MODEL_FRAMES
         out[k] += weight[k] * frames[upper[k]]
     metadata = {key: value for key, value in series.metadata.items() if key != "frame_times_s"}
     return Volume(out, series.origin, series.spacing, series.direction, {**metadata, "frame_interval_s": interval})
+
+
+BASELINE_FRAMES = 2         # frames at 0 and 4 s: before the bolus reaches the brain (arrival 5-10 s)
+TISSUE_HU = (30.0, 20.0)    # baseline channel = (HU - 30) / 20: brain parenchyma near 0, CSF near -1
+ENHANCEMENT_HU = 5.0        # enhancement channels = (frame - baseline) / 5 HU: grey matter peaks near 1 (phantom: 4-6 HU)
+
+
+def ctp_channels(series: Volume, name: str = "ctp") -> np.ndarray:
+    """Network channels of a CT perfusion series, ``(MODEL_FRAMES, z, y, x)`` float32: the pre-bolus baseline
+    (mean of the first ``BASELINE_FRAMES`` model frames) and the enhancement of each later frame over it.
+
+    CT is calibrated in HU, so the scaling is fixed (no per-scan percentiles): a voxel's enhancement curve
+    keeps its physical meaning (its area is proportional to the blood volume, its peak time to the delay).
+    """
+    frames = resample_frames(series, name).array
+    baseline = frames[:BASELINE_FRAMES].mean(axis=0)
+    channels = [(baseline - TISSUE_HU[0]) / TISSUE_HU[1]]
+    channels += [(frames[k] - baseline) / ENHANCEMENT_HU for k in range(1, MODEL_FRAMES)]
+    return np.stack(channels).astype(np.float32)

@@ -61,3 +61,18 @@ def test_table_reports_volume_means_and_ratio_to_normal_tissue():
     assert first["mean_psr"] == pytest.approx(0.06, abs=0.002)
     assert first["nawm_psr"] == pytest.approx(0.15, abs=0.005)
     assert first["ratio_psr"] == pytest.approx(0.4, abs=0.03)
+
+
+def test_stroke_core_rule_keeps_a_core_that_reaches_the_brain_surface():
+    """ADC < 0.62 everywhere in the brain it holds, up to the cortical surface (no erosion); components under
+    0.1 mL (12 voxels of 8 uL) are dropped."""
+    rng = np.random.default_rng(1)
+    brain = ball((20, 24, 22), 17)
+    core = brain & ball((20, 24, 38), 7)  # a wedge cut by the brain surface
+    speck = ball((12, 20, 14), 1)  # 7 voxels = 0.056 mL
+    adc = np.where(brain, 0.8 + rng.normal(0, 0.03, SHAPE), 0)
+    adc = np.where(core | speck, 0.45, adc)
+    rule = get_task("stroke-dwi-adc").lesion_rule
+    volume = lambda array: Volume(array.astype(np.float32), spacing=SPACING)  # noqa: E731
+    found = label_lesions(derive_lesions(rule, {}, {"adc": volume(adc)}, volume(brain)), rule.min_volume_ml)
+    assert np.array_equal(found.array > 0, core)

@@ -116,3 +116,20 @@ def test_irregular_frame_times_survive_nrrd_and_mha(tmp_path, suffix):
     loaded = read_volume(write_volume(series, tmp_path / f"ctp{suffix}"))
     np.testing.assert_allclose(frame_times(loaded), times, atol=1e-4)
     np.testing.assert_array_equal(loaded.array, series.array)
+
+
+def test_ctp_channels_are_the_pre_bolus_baseline_and_the_enhancement_in_fixed_hu_units():
+    from MRISynthesisLib.perfusion import ENHANCEMENT_HU, TISSUE_HU, ctp_channels
+
+    times = np.arange(0.0, 61.0, 2.0)  # 2 s frames over 60 s
+    enhancement = np.where(times >= 8.0, 10.0 * np.exp(-(times - 8.0) / 6.0), 0.0)  # bolus after 8 s
+    base = np.array([35.0, 5.0], np.float32)[:, None, None]  # parenchyma, CSF
+    frames = np.stack([np.broadcast_to(base + e * np.array([1.0, 0.0])[:, None, None], (2, 3, 3))
+                       for e in enhancement]).astype(np.float32)
+    channels = ctp_channels(Volume(frames, metadata={"frame_interval_s": 2.0}))
+    assert channels.shape == (15, 2, 3, 3)
+    np.testing.assert_allclose(channels[0, :, 0, 0], [(35.0 - TISSUE_HU[0]) / TISSUE_HU[1],
+                                                      (5.0 - TISSUE_HU[0]) / TISSUE_HU[1]], atol=1e-5)
+    expected = np.interp(np.arange(1, 15) * 4.0, times, enhancement) / ENHANCEMENT_HU
+    np.testing.assert_allclose(channels[1:, 0, 0, 0], expected, atol=1e-5)
+    assert not channels[1:, 1].any()  # CSF does not enhance
