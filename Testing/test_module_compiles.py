@@ -108,7 +108,7 @@ def test_nothing_heavy_at_module_load():
 
 def test_backend_never_imports_qt_and_only_mrml_imports_slicer():
     for path in sorted((ROOT / "MRISynthesisLib").rglob("*.py")):
-        names = {alias.name.split(".")[0] for node in ast.walk(ast.parse(path.read_text()))
+        names = {alias.name.split(".")[0] for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
                  if isinstance(node, (ast.Import, ast.ImportFrom))
                  for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
         assert "qt" not in names, path
