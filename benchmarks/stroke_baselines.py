@@ -14,7 +14,8 @@ Methods, from the ceiling down:
 4. **per-voxel regression from CTP**: quadratic least squares on the 15 channels (no spatial context);
 5. **constant**: every brain voxel at the training median ADC (finds no core).
 
-Usage: ``python benchmarks/stroke_baselines.py [--train 24] [--heldout 6] [--unet-minutes 25] [--cache DIR]``;
+Usage: ``python benchmarks/stroke_baselines.py [--train 24] [--heldout 6] [--unet-minutes 25] [--core-crops 0.5]
+[--cache DIR]``;
 writes ``benchmarks/results/stroke_baselines.json`` and prints the table.
 """
 
@@ -162,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", type=int, default=24, help="training phantoms (seeds 0..)")
     parser.add_argument("--heldout", type=int, default=6, help="held-out phantoms (seeds 10000..)")
     parser.add_argument("--unet-minutes", type=float, default=25.0)
+    parser.add_argument("--core-crops", type=float, default=0.5, help="share of the UNet's crops centred on the core")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/mrisynthesis-stroke-cache"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -188,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     ctp_regression = LinearBaseline(train[0]["channels"].shape[0], 1, degree=2, ridge=1e-6).fit(
         (s["channels"], s["adc"][None], s["brain"]) for s in train)
     oracle = LinearBaseline(3, 1, degree=2).fit((perfusion_features(s), s["adc"][None], s["brain"]) for s in train)
-    network, report["unet"] = train_unet(train, args.unet_minutes)
+    network, report["unet"] = train_unet(train, args.unet_minutes, core_crops=args.core_crops)
+    report["unet"]["core_crops"] = args.core_crops
     print(f"UNet: {report['unet']}", flush=True)
     methods = {
         "truth ADC (ceiling)": lambda s: s["adc"],
