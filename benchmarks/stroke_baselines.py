@@ -6,7 +6,8 @@ components >= 0.1 mL) and is scored like issue 11 asks: core Dice and volume err
 ADC MAE in the core and in the brain (1e-3 mm^2/s), ADC PSNR in the brain (truth's 0.5-99.5 percentiles).
 
 Methods, from the ceiling down:
-1. **truth ADC**: the rule on the true ADC (what a perfect synthesis scores: the rule's own ceiling);
+1. **truth ADC**: the rule on the true ADC (what a perfect synthesis scores: the rule's own ceiling), also with
+   the 2-voxel brain erosion the rule had before (what that erosion cost);
 2. **perfusion-map oracle**: per-voxel quadratic regression from the *true* CBF, CBV and Tmax (how much a
    voxel's perfusion alone determines its ADC, without context);
 3. **UNet from CTP**: a deterministic MONAI UNet on the 15 CTP channels (``perfusion.ctp_channels``), L1 loss
@@ -136,8 +137,11 @@ def unet_predict(network, channels: np.ndarray) -> np.ndarray:
     return output[0, 0].numpy() * ADC_SCALE
 
 
-def score(adc: np.ndarray, subject: dict) -> dict:
-    """Scores of one predicted ADC map (1e-3 mm^2/s) through the product's core rule."""
+def score(adc: np.ndarray, subject: dict, erosion_voxels: int | None = None) -> dict:
+    """Scores of one predicted ADC map (1e-3 mm^2/s) through the product's core rule (``erosion_voxels``: the
+    rule with another brain erosion, to measure what the erosion costs)."""
+    import dataclasses
+
     from MRISynthesisLib.lesions import make_overlay
     from MRISynthesisLib.metrics import mae, percentile_psnr
     from MRISynthesisLib.segmentation.scores import dice
@@ -147,7 +151,10 @@ def score(adc: np.ndarray, subject: dict) -> dict:
     brain, core, truth = subject["brain"] > 0, subject["core"] > 0, subject["adc"]
     adc = np.where(brain, adc, 0).astype(np.float32)
     geometry = {"spacing": (SPACING,) * 3}
-    labels, _ = make_overlay(get_task("stroke-dwi-adc").lesion_rule, {}, {"adc": Volume(adc, **geometry)},
+    rule = get_task("stroke-dwi-adc").lesion_rule
+    if erosion_voxels is not None:
+        rule = dataclasses.replace(rule, erosion_voxels=erosion_voxels)
+    labels, _ = make_overlay(rule, {}, {"adc": Volume(adc, **geometry)},
                              Volume(brain.astype(np.uint8), **geometry))
     found = labels.array > 0
     voxel_ml = SPACING ** 3 / 1000
@@ -193,17 +200,20 @@ def main(argv: list[str] | None = None) -> int:
     network, report["unet"] = train_unet(train, args.unet_minutes, core_crops=args.core_crops)
     report["unet"]["core_crops"] = args.core_crops
     print(f"UNet: {report['unet']}", flush=True)
-    methods = {
-        "truth ADC (ceiling)": lambda s: s["adc"],
-        "perfusion-map oracle (true CBF/CBV/Tmax, per voxel)": lambda s: oracle.predict(perfusion_features(s),
-                                                                                           s["brain"])[0],
-        "UNet from CTP": lambda s: unet_predict(network, s["channels"]),
-        "per-voxel quadratic regression from CTP": lambda s: ctp_regression.predict(s["channels"], s["brain"])[0],
-        "constant (training median)": lambda s: np.full(s["adc"].shape, median_adc, np.float32),
+    truth = lambda s: s["adc"]  # noqa: E731
+    methods = {  # name: (ADC of a subject, brain erosion of the core rule; None = the product's)
+        "truth ADC (ceiling)": (truth, None),
+        "truth ADC, rule with the old 2-voxel erosion": (truth, 2),
+        "perfusion-map oracle (true CBF/CBV/Tmax, per voxel)": (
+            lambda s: oracle.predict(perfusion_features(s), s["brain"])[0], None),
+        "UNet from CTP": (lambda s: unet_predict(network, s["channels"]), None),
+        "per-voxel quadratic regression from CTP": (
+            lambda s: ctp_regression.predict(s["channels"], s["brain"])[0], None),
+        "constant (training median)": (lambda s: np.full(s["adc"].shape, median_adc, np.float32), None),
     }
     report["methods"] = {}
-    for name, predict in methods.items():
-        rows = [score(predict(subject), subject) for subject in heldout]
+    for name, (predict, erosion) in methods.items():
+        rows = [score(predict(subject), subject, erosion) for subject in heldout]
         report["methods"][name] = {key: round(float(np.mean([row[key] for row in rows])), 4) for key in rows[0]}
         report["methods"][name]["per_subject_core_dice"] = [round(row["core_dice"], 3) for row in rows]
     header = f"{'method':<52} {'core Dice':>9} {'vol err':>8} {'MAE core':>9} {'MAE brain':>9} {'PSNR':>6}"

@@ -198,9 +198,8 @@ def generate_subject(seed: int, pathology: str = "ms", spacing: float = 2.0, lab
     }
     maps = {n: Volume(np.ascontiguousarray(arrays[n], np.float32), **geometry) for n in MAP_NAMES
             if n in selected or n in QUANTITATIVE_MAPS}
-    if "ctp" in maps:  # uniform frames over the scan (ct_perfusion.frame_times)
-        ctp = protocol["ctp"]
-        maps["ctp"].metadata["frame_interval_s"] = ctp["duration_s"] / (ctp["frames"] - 1)
+    if "ctp" in maps:
+        maps["ctp"].metadata["frame_times_s"] = ct_perfusion.frame_times(protocol["ctp"]).tolist()
     return PhantomSubject(
         maps=maps,
         masks={n: Volume(a.astype(np.uint8), **geometry) for n, a in mask_arrays.items()},
