@@ -66,6 +66,9 @@ def resample_to(volume: Volume, reference: Volume, interpolation: str = "linear"
     return Volume(array, reference.origin, reference.spacing, reference.direction, dict(volume.metadata))
 
 
+REGISTRATION_SEED = 12345
+
+
 def register_rigid(moving: Volume, reference: Volume, name: str = "input") -> sitk.Transform:
     """Rigid (Euler 3D) registration of ``moving`` onto ``reference`` with Mattes mutual information.
 
@@ -79,7 +82,9 @@ def register_rigid(moving: Volume, reference: Volume, name: str = "input") -> si
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(0.05, seed=0)  # seeded: the same inputs give the same transform
+    # A fixed non-zero seed: SimpleITK's seed 0 (sitkWallClock) re-draws the samples on every call, and the
+    # same inputs then registered differently from run to run (a large shift sometimes to correlation 0.84).
+    method.SetMetricSamplingPercentage(0.05, seed=REGISTRATION_SEED)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=150)
     method.SetOptimizerScalesFromPhysicalShift()

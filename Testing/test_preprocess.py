@@ -55,6 +55,10 @@ def test_registration_recovers_a_large_shift():
     aligned = resample_to(shifted, reference, transform=transform)
     inside = reference.array > 0
     assert np.corrcoef(aligned.array[inside], reference.array[inside])[0, 1] > 0.9
+    assert transform.GetParameters()[3] == pytest.approx(80.0, abs=0.5)
+    # The same inputs give the same transform on every call (the metric's samples are seeded)
+    # (up to the last bits that the threads' summation order moves)
+    np.testing.assert_allclose(register_rigid(shifted, reference).GetParameters(), transform.GetParameters(), atol=1e-6)
 
 
 def test_brain_mask_from_skull_stripped_and_unstripped():
