@@ -21,7 +21,7 @@ import numpy as np
 from . import checks, lesions as lesion_tools, report
 from .errors import CancelledError, InputError
 from .model_store.registry import ModelRegistry
-from .preprocess import arrange_channels, compute_brain_mask, prepare
+from .preprocess import arrange_channels, compute_brain_mask, input_channel_count, prepare
 from .resample import overlap_fraction, register_rigid, resample_to
 from .tasks import Task, get_task
 from .volume import Volume, read_volume, write_volume
@@ -175,7 +175,8 @@ def synthesize(request: SynthesisRequest, progress: Progress | None = None,
     device = resolve_device(request.device)  # an unusable --device is refused before any heavy work
     extent_mm = np.asarray(reference.shape[::-1]) * np.asarray(reference.spacing)
     if card is not None:
-        model_voxels = int(np.prod(np.ceil(extent_mm / np.asarray(card.spacing)))) * (len(card.inputs) + len(card.outputs))
+        channels = len(card.inputs) * input_channel_count(card.input_method) + len(card.outputs)
+        model_voxels = int(np.prod(np.ceil(extent_mm / np.asarray(card.spacing)))) * channels
         checks.check_memory(model_voxels, checks.BYTES_PER_MODEL_VOXEL * request.samples,
                             "synthesis at the model spacing", reference_name, request.memory_limit_bytes)
     if segmenter_id:
@@ -232,9 +233,11 @@ def _synthesize_maps(card, task_outputs: list[str], names: list[str], on_referen
                      request: SynthesisRequest, registry: ModelRegistry, device, checkpoint, cancel):
     """The task's maps (mean of the samples) and their SD on the reference grid, and the model grid shape."""
     spacing = tuple(float(s) for s in card.spacing)
-    prepared = prepare({n: on_reference[n] for n in names}, mask, spacing, card.multiple,
-                       (card.normalisation["inputs"]["low"], card.normalisation["inputs"]["high"]))
-    network_inputs = arrange_channels(prepared.inputs, names, card.inputs)
+    method = card.input_method
+    prepared = prepare({n: on_reference[n] for n in names if n in card.inputs}, mask, spacing, card.multiple,
+                       card.input_percentiles, method=method)
+    network_inputs = arrange_channels(prepared.inputs, prepared.channel_inputs, card.inputs,
+                                      input_channel_count(method))
     checkpoint("preprocess", 1, 1)
 
     import torch

@@ -6,7 +6,9 @@ Forward, for inputs already on the reference grid (see ``resample.resample_to``)
 2. model grid: canonical orientation (RAS+ array axes, like MNI/nibabel), the model spacing, cropped to
    the brain box plus a margin and padded to the network's multiple. Reorientation, resampling, crop
    and pad are one geometric mapping, so they are applied with a single interpolation;
-3. per-contrast intensity normalisation in the mask: percentiles ``low``/``high`` -> 0/1, 0 outside.
+3. per-contrast intensity normalisation in the mask: percentiles ``low``/``high`` -> 0/1, 0 outside
+   (``"percentile"``, MR); a CT perfusion series becomes ``perfusion.ctp_channels`` in fixed HU units
+   (``"ctp-channels"``: CT is calibrated, so no per-scan rescaling).
 
 ``Prepared.inverse`` undoes each step: outputs are de-normalised to physical units with the model
 card's scale/offset and resampled back onto the reference grid (exact geometry), zero outside the mask.
@@ -25,6 +27,16 @@ from .volume import Volume
 
 # Array axes pointing Right, Anterior, Superior (nibabel's RAS+, MNI's layout), written as LPS directions.
 CANONICAL_DIRECTION = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+INPUT_METHODS = ("percentile", "ctp-channels")  # the model card's normalisation.inputs.method
+
+
+def input_channel_count(method: str) -> int:
+    """Network channels one input becomes under ``method`` (one per MR contrast, 15 per perfusion series)."""
+    if method not in INPUT_METHODS:
+        raise ValueError(f"input normalisation must be one of {INPUT_METHODS}, got {method!r}")
+    from .perfusion import MODEL_FRAMES
+
+    return MODEL_FRAMES if method == "ctp-channels" else 1
 
 
 def compute_brain_mask(volumes: list[Volume]) -> Volume:
@@ -112,7 +124,8 @@ class Prepared:
         mask: uint8 ``(D, H, W)`` brain mask on the model grid.
         grid: a zero ``Volume`` carrying the model grid geometry.
         reference_mask: the brain mask on the reference grid; its geometry is where outputs go back to.
-        percentiles: per input name, the (low, high) intensity mapped to (0, 1).
+        percentiles: per percentile-normalised input name, the (low, high) intensity mapped to (0, 1).
+        channel_inputs: the input name of every channel of ``inputs`` (a perfusion series gives several).
     """
 
     inputs: np.ndarray
@@ -120,6 +133,7 @@ class Prepared:
     grid: Volume
     reference_mask: Volume
     percentiles: dict[str, tuple[float, float]]
+    channel_inputs: list[str]
 
     def inverse(self, normalised: np.ndarray, scale: float = 1.0, offset: float = 0.0,
                 mask_outside: bool = True) -> Volume:
@@ -148,21 +162,38 @@ def normalise(array: np.ndarray, mask: np.ndarray, low: float, high: float) -> t
 
 
 def prepare(inputs: dict[str, Volume], mask: Volume, spacing: tuple[float, float, float],
-            multiple: int, percentiles: tuple[float, float] = (1.0, 99.0), margin_mm: float = 4.0) -> Prepared:
-    """Forward preprocessing of inputs already on the reference grid of ``mask`` (channel order = dict order)."""
+            multiple: int, percentiles: tuple[float, float] = (1.0, 99.0), margin_mm: float = 4.0,
+            method: str = "percentile") -> Prepared:
+    """Forward preprocessing of inputs already on the reference grid of ``mask`` (channel order = dict order).
+
+    ``method`` (``INPUT_METHODS``): ``"percentile"`` for 3D contrasts; ``"ctp-channels"`` for 4D CT perfusion
+    series, which are resampled onto the model grid frame by frame first (a 1 mm series would not fit in
+    memory as 15 float channels) and then turned into ``perfusion.ctp_channels``."""
+    channel_count = input_channel_count(method)
     grid = canonical_grid(mask, spacing, multiple, margin_mm)
     mask_on_grid = resample_to(mask, grid, "nearest").array.astype(np.uint8)
-    channels, stats = [], {}
+    channels, stats, channel_inputs = [], {}, []
     for name, volume in inputs.items():
-        on_grid = resample_to(volume, grid, "linear").array
-        normalised, stats[name] = normalise(on_grid, mask_on_grid, *percentiles)
-        channels.append(normalised)
-    return Prepared(np.stack(channels), mask_on_grid, grid, mask, stats)
+        on_grid = resample_to(volume, grid, "linear")
+        if method == "ctp-channels":
+            from .perfusion import ctp_channels
+
+            channels.extend(np.where(mask_on_grid > 0, ctp_channels(on_grid, name), 0).astype(np.float32))
+        else:
+            normalised, stats[name] = normalise(on_grid.array, mask_on_grid, *percentiles)
+            channels.append(normalised)
+        channel_inputs += [name] * channel_count
+    return Prepared(np.stack(channels), mask_on_grid, grid, mask, stats, channel_inputs)
 
 
-def arrange_channels(prepared: np.ndarray, given: list[str], model_inputs: list[str] | tuple[str, ...]) -> np.ndarray:
-    """Put prepared channels (in ``given`` order) in the model's input order; inputs the model knows but were
-    not given are channels of zeros."""
-    by_name = dict(zip(given, prepared))
-    zeros = np.zeros_like(prepared[0])
-    return np.stack([by_name.get(name, zeros) for name in model_inputs]).astype(np.float32)
+def arrange_channels(prepared: np.ndarray, channel_inputs: list[str], model_inputs: list[str] | tuple[str, ...],
+                     channels_per_input: int = 1) -> np.ndarray:
+    """Put prepared channels (``channel_inputs``: the input name of each) in the model's input order; inputs the
+    model knows but were not given are ``channels_per_input`` channels of zeros."""
+    if len(channel_inputs) != len(prepared):
+        raise ValueError(f"{len(prepared)} prepared channels but {len(channel_inputs)} channel names")
+    by_name: dict[str, list[np.ndarray]] = {}
+    for name, channel in zip(channel_inputs, prepared):
+        by_name.setdefault(name, []).append(channel)
+    zeros = [np.zeros_like(prepared[0])] * channels_per_input
+    return np.stack([c for name in model_inputs for c in by_name.get(name, zeros)]).astype(np.float32)

@@ -133,3 +133,49 @@ def test_ctp_channels_are_the_pre_bolus_baseline_and_the_enhancement_in_fixed_hu
     expected = np.interp(np.arange(1, 15) * 4.0, times, enhancement) / ENHANCEMENT_HU
     np.testing.assert_allclose(channels[1:, 0, 0, 0], expected, atol=1e-5)
     assert not channels[1:, 1].any()  # CSF does not enhance
+
+
+def test_a_perfusion_series_is_prepared_on_the_model_grid_as_ctp_channels():
+    """``prepare(method="ctp-channels")`` resamples the series spatially first (a 1 mm series would not fit as
+    15 float channels), then takes the channels: the same numbers as channels first, then resampling, since
+    both steps are linear; zero outside the brain; channel names group the 15 channels under their input."""
+    from MRISynthesisLib.perfusion import MODEL_FRAMES, ctp_channels
+    from MRISynthesisLib.preprocess import arrange_channels, prepare
+    from MRISynthesisLib.resample import resample_to
+
+    rng = np.random.default_rng(3)
+    times = [0.0, 2.0, 5.0, 9.0, 14.0, 20.0, 27.0, 35.0, 44.0, 54.0]
+    hu = 30 + np.cumsum(rng.normal(0.0, 2.0, (len(times), 12, 14, 16)), axis=0).astype(np.float32)
+    series = Volume(hu, (5.0, -3.0, 8.0), (1.1, 0.9, 2.5), metadata={"frame_times_s": times})
+    mask = Volume(np.zeros((12, 14, 16), np.uint8), series.origin, series.spacing, series.direction)
+    mask.array[2:10, 3:12, 3:14] = 1
+    prepared = prepare({"ctp": series}, mask, (2.0, 2.0, 2.0), 4, method="ctp-channels")
+    assert prepared.inputs.shape[0] == MODEL_FRAMES and prepared.channel_inputs == ["ctp"] * MODEL_FRAMES
+    assert prepared.percentiles == {}  # fixed HU units: no per-scan statistics
+    channels_first = Volume(ctp_channels(series), series.origin, series.spacing, series.direction)
+    expected = resample_to(channels_first, prepared.grid).array
+    inside = prepared.mask > 0
+    np.testing.assert_allclose(prepared.inputs[:, inside], expected[:, inside], atol=1e-4)
+    assert not prepared.inputs[:, ~inside].any()
+    # The model's channel order: a missing optional input would be its own block of zero channels.
+    arranged = arrange_channels(prepared.inputs, prepared.channel_inputs, ["ctp", "other"], MODEL_FRAMES)
+    assert arranged.shape[0] == 2 * MODEL_FRAMES and not arranged[MODEL_FRAMES:].any()
+    np.testing.assert_array_equal(arranged[:MODEL_FRAMES], prepared.inputs)
+    with pytest.raises(InputError, match="no time axis"):
+        prepare({"ctp": Volume(hu[0], series.origin, series.spacing)}, mask, (2.0, 2.0, 2.0), 4,
+                method="ctp-channels")
+
+
+def test_stroke_training_subjects_have_ctp_channels_and_dwi_relative_to_normal_brain():
+    from MRISynthesisLib.perfusion import MODEL_FRAMES
+    from MRISynthesisLib.training.data import phantom_subjects, task_data
+
+    recipe = task_data("stroke-dwi-adc")
+    assert recipe.input_channels == MODEL_FRAMES
+    sample = phantom_subjects(recipe, [1], spacing=4.0, multiple=8)[0]
+    brain, core = sample.brain[0] > 0, sample.lesion[0] > 0
+    assert sample.inputs.shape == (MODEL_FRAMES, *brain.shape) and sample.target.shape == (2, *brain.shape)
+    dwi, adc = sample.target
+    assert np.median(dwi[brain]) == pytest.approx(1.0, abs=0.02)
+    assert core.any() and dwi[core].mean() > 1.2 and adc[core].mean() < 0.62  # bright DWI, low ADC in the core
+    assert 0.6 < np.median(adc[brain]) < 1.2  # 1e-3 mm^2/s, unscaled

@@ -62,6 +62,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--init-from", default="", metavar="MODEL_ID",
                         help="latent stage (latent-residual): start from the weights of this installed or bundled "
                         "model, e.g. myelin-psr, to continue training a shipped model in a later session")
+    parser.add_argument("--lesion-crops", type=float, default=0.0, help="latent stage (latent-residual): share of "
+                        "crops centred on a lesion voxel (e.g. 0.5 for a small infarct core)")
+    parser.add_argument("--image-weight", type=float, default=0.0, help="latent stage (latent-residual): weight of "
+                        "the L1 of the decoded mean prediction in the brain (LAPT's image-space loss)")
+    parser.add_argument("--lesion-weight", type=float, default=0.0, help="latent stage (latent-residual): weight of "
+                        "the L1 of the decoded mean prediction in the lesion (LAPT's lesion-masked loss)")
     parser.add_argument("--samples", type=int, default=4, help="export (latent-residual): samples averaged for the "
                         "held-out metrics")
     parser.add_argument("--map-estimate", choices=["samples", "predictor"], default="samples",
@@ -148,7 +154,8 @@ def _run_latent_residual(args, command: str, overrides: dict) -> int:
                                  multiple=args.multiple, subjects=args.subjects, seed=args.seed, lr=args.lr,
                                  resume=args.resume, save_every=args.save_every, log_every=args.log_every,
                                  max_minutes=args.max_minutes, ema_decay=args.ema_decay, heldout=args.heldout,
-                                 init_from=args.init_from,
+                                 init_from=args.init_from, lesion_crops=args.lesion_crops,
+                                 image_weight=args.image_weight, lesion_weight=args.lesion_weight,
                                  architecture=_merged(DEFAULT_ARCHITECTURE, overrides), command=command)
     final = train(config)
     print(json.dumps({k: final.get(k) for k in ("stage", "steps", "duration_s", "heldout_reconstruction_psnr_db",

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 
 from ..errors import InputError
+from ..preprocess import input_channel_count
 from .demist import DemistArchitecture, build_networks
 from .latent_residual import FAMILY as RESIDUAL_FAMILY
 from .latent_residual import MAP_ESTIMATES, LatentResidualArchitecture, LatentResidualNetworks, sample_latents
@@ -60,6 +61,8 @@ class SynthesisModel:
         self.card = _card_dict(card)
         self.model_id = self.card.get("id", "model")
         self.inputs, self.outputs = list(self.card["inputs"]), list(self.card["outputs"])
+        method = self.card.get("normalisation", {}).get("inputs", {}).get("method", "percentile")
+        self.input_channels = len(self.inputs) * input_channel_count(method)  # a perfusion series gives several
         self.multiple = int(self.card.get("multiple", 1))
         self.architecture = self.card["architecture"]
         self.device = resolve_device(device)
@@ -84,7 +87,7 @@ class SynthesisModel:
             architecture = LatentResidualArchitecture.from_dict(self.architecture)
         except ValueError as error:
             raise InputError(f"card architecture is invalid: {error}", name=f"model {self.model_id}") from None
-        networks = LatentResidualNetworks(architecture, len(self.inputs), len(self.outputs))
+        networks = LatentResidualNetworks(architecture, self.input_channels, len(self.outputs))
         try:
             networks.load_state_dicts(state_dicts)
         except (KeyError, RuntimeError) as error:
@@ -138,7 +141,7 @@ class SynthesisModel:
     def _check_inputs(self, inputs) -> torch.Tensor:
         if not isinstance(inputs, torch.Tensor):
             raise InputError(f"must be a torch.Tensor, got {type(inputs).__name__}", name="inputs")
-        expected = len(self.inputs)
+        expected = self.input_channels
         if inputs.ndim != 5 or inputs.shape[0] != 1 or inputs.shape[1] != expected:
             raise InputError(f"must have shape (1, {expected}, D, H, W) for {', '.join(self.inputs)}, got "
                              f"{tuple(inputs.shape)}", name="inputs")

@@ -167,15 +167,15 @@ def baseline_method(baseline, spacing, multiple: int, percentiles: tuple[float, 
 def fit_linear_baseline(task_id: str, spacing: float, multiple: int, subjects: int = 4,
                         first_seed: int = FIT_FIRST_SEED, degree: int = 2):
     """Fit ``LinearBaseline`` on training phantoms (``training.data.phantom_subjects``, seeds from ``first_seed``)."""
-    from ..training.data import phantom_subjects, task_data
+    from ..training.data import output_scale, phantom_subjects, task_data
     from .baselines import LinearBaseline
 
     recipe = task_data(task_id)
     seeds = list(range(first_seed, first_seed + subjects))
     samples = phantom_subjects(recipe, seeds, spacing, multiple)
-    model = LinearBaseline(len(recipe.inputs), len(recipe.targets), degree)
+    model = LinearBaseline(recipe.input_channels, len(recipe.targets), degree)
     model.fit((s.inputs, s.target, s.brain[0]) for s in samples)
-    affines = {name: (float(scale), 0.0) for name, (_, scale) in recipe.targets.items()}
+    affines = {name: (output_scale(scale), 0.0) for name, (_, scale) in recipe.targets.items()}
     return model, affines, seeds
 
 

@@ -86,8 +86,7 @@ def run_evaluation(task_id: str, out: str | Path, data: str = "phantom", n: int 
     registry = ModelRegistry(model_home)
     card = registry.card(task.model_id)  # ModelNotInstalledError names the install command
     spacing = tuple(float(s) for s in card.spacing)
-    percentiles = (float(card.normalisation["inputs"].get("low", 1.0)),
-                   float(card.normalisation["inputs"].get("high", 99.0)))
+    percentiles = card.input_percentiles
     unet_id = baseline_model or f"{task_id}-unet-baseline"
     unet_card = registry.card(unet_id) if registry.is_installed(unet_id) else None
     held_out = list(range(first_seed, first_seed + n)) if data == "phantom" else []
@@ -119,8 +118,7 @@ def run_evaluation(task_id: str, out: str | Path, data: str = "phantom", n: int 
         from .baselines import UNetRegressor
 
         unet = UNetRegressor.from_registry(registry, unet_id)
-        unet_percentiles = (float(unet_card.normalisation["inputs"].get("low", 1.0)),
-                            float(unet_card.normalisation["inputs"].get("high", 99.0)))
+        unet_percentiles = unet_card.input_percentiles
         methods["unet"] = harness.baseline_method(unet, unet_card.spacing, unet_card.multiple, unet_percentiles,
                                                   list(unet_card.inputs),
                                                   {o: unet_card.output_affine(o) for o in unet_card.outputs})

@@ -159,6 +159,17 @@ class ModelCard:
         raise InputError(f"has no weight file {stem!r} (has {', '.join(f.stem for f in self.files)})",
                          name=f"model {self.id}")
 
+    @property
+    def input_method(self) -> str:
+        """How inputs become network channels (``preprocess.INPUT_METHODS``)."""
+        return str(self.normalisation["inputs"]["method"])
+
+    @property
+    def input_percentiles(self) -> tuple[float, float]:
+        """``(low, high)`` percentiles of the ``"percentile"`` method (1-99 when the card has none)."""
+        inputs = self.normalisation["inputs"]
+        return float(inputs.get("low", 1.0)), float(inputs.get("high", 99.0))
+
     def output_affine(self, output: str) -> tuple[float, float]:
         """``(scale, offset)`` with physical = normalised * scale + offset for output ``output``."""
         entry = self.normalisation["outputs"][output]

@@ -74,7 +74,7 @@ class LesionSegmenter:
             raise InputError("the lesion segmenter needs a FLAIR image", "flair")
         prepared = prepare({name: inputs[name] for name in names}, brain, self.spacing, self.architecture.multiple,
                            self.architecture.percentiles)
-        channels = arrange_channels(prepared.inputs, names, self.architecture.inputs)
+        channels = arrange_channels(prepared.inputs, prepared.channel_inputs, self.architecture.inputs)
         roi = (min(self.architecture.roi, max(channels.shape[1:])),) * 3
         interval = tuple(max(int(r * (1 - WINDOW_OVERLAP)), 1) for r in roi)
         windows = len(dense_patch_slices(channels.shape[1:], roi, interval))

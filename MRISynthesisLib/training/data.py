@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..preprocess import prepare
+from ..preprocess import input_channel_count, prepare
 from ..resample import resample_to
 from ..volume import Volume, read_volume
 
@@ -31,18 +31,37 @@ class TaskData:
 
     Args:
         inputs: per model input (channel order), the phantom maps it may be drawn from (one at random).
-        targets: per model output, ``(phantom map, scale)`` with normalised = physical / scale.
+        targets: per model output, ``(phantom map, scale)`` with normalised = physical / scale; the scale
+            ``BRAIN_MEDIAN`` divides by the map's median in the brain (images in arbitrary units, like DWI).
         pathologies: phantom pathologies to draw from.
+        input_method: how inputs become channels (``preprocess.INPUT_METHODS``, the card's input method).
     """
 
     inputs: dict[str, tuple[str, ...]]
-    targets: dict[str, tuple[str, float]]
+    targets: dict[str, tuple[str, float | str]]
     pathologies: tuple[str, ...] = ("none",)
+    input_method: str = "percentile"
+
+    @property
+    def input_channels(self) -> int:
+        """Network input channels (a perfusion series gives ``perfusion.MODEL_FRAMES``)."""
+        return len(self.inputs) * input_channel_count(self.input_method)
 
 
+BRAIN_MEDIAN = "brain-median"
+
+
+def output_scale(scale: float | str) -> float:
+    """The card's output scale (physical = normalised * scale) of a recipe target scale: a brain-median
+    target is already in its output unit (relative to normal brain)."""
+    return 1.0 if scale == BRAIN_MEDIAN else float(scale)
 TASK_DATA = {
     "myelin-psr": TaskData(inputs={"t1w": ("mprage", "t1w_se"), "flair": ("flair",)},
                            targets={"psr": ("psr", 0.25)}, pathologies=("ms", "none")),
+    # DWI has no physical unit (scanner gain): the model's DWI is relative to normal brain (median 1).
+    "stroke-dwi-adc": TaskData(inputs={"ctp": ("ctp",)},
+                               targets={"dwi": ("dwi_b1000", BRAIN_MEDIAN), "adc": ("adc", 1.0)},
+                               pathologies=("stroke",), input_method="ctp-channels"),
 }
 
 
@@ -74,12 +93,14 @@ def make_sample(maps: dict[str, Volume], masks: dict[str, Volume], recipe: TaskD
         raise InputError(f"subject lacks {', '.join(missing or ['the brain mask'])}", name="--data")
     brain = masks["brain"]
     prepared = prepare({name: maps[source] for name, source in chosen.items()}, brain,
-                       (spacing, spacing, spacing), multiple, percentiles)
+                       (spacing, spacing, spacing), multiple, percentiles, method=recipe.input_method)
     inside = prepared.mask > 0
     targets = []
     for source, scale in recipe.targets.values():
-        on_grid = resample_to(maps[source], prepared.grid, "linear").array.astype(np.float32) / scale
-        targets.append(np.where(inside, on_grid, 0).astype(np.float32))
+        on_grid = resample_to(maps[source], prepared.grid, "linear").array.astype(np.float32)
+        if scale == BRAIN_MEDIAN:
+            scale = max(float(np.median(on_grid[inside])), 1e-6)
+        targets.append(np.where(inside, on_grid / scale, 0).astype(np.float32))
 
     def mask_on_grid(name: str) -> np.ndarray:
         if name not in masks:

@@ -21,7 +21,7 @@ from ..engine.model import SynthesisModel
 from ..errors import InputError
 from ..model_store.export import write_model
 from ..tasks import get_task
-from .data import HELDOUT_FIRST_SEED, phantom_subjects, task_data, training_seeds
+from .data import HELDOUT_FIRST_SEED, output_scale, phantom_subjects, task_data, training_seeds
 from .loops import STAGE_STEMS, STAGES
 from .checkpoint import load_weights
 
@@ -43,6 +43,7 @@ def heldout_metrics(model: SynthesisModel, task_id: str, spacing: float, seeds: 
     """PSNR (percentile-scaled, ``metrics.percentile_psnr``) / SSIM / MAE in the brain, lesion and NAWM MAE in
     physical units, of the mean of ``samples`` samples, averaged over held-out phantoms."""
     recipe = task_data(task_id)
+    rule = get_task(task_id).lesion_rule
     per_subject, seconds = [], []
     for sample in phantom_subjects(recipe, seeds, spacing, model.multiple, randomize_acquisition):
         began = time.time()
@@ -51,8 +52,8 @@ def heldout_metrics(model: SynthesisModel, task_id: str, spacing: float, seeds: 
         seconds.append(time.time() - began)
         brain = sample.brain[0] > 0
         for channel, (name, (_, scale)) in enumerate(recipe.targets.items()):
-            prediction = mean[0, channel].numpy() * scale
-            target = sample.target[channel] * scale
+            prediction = mean[0, channel].numpy() * output_scale(scale)
+            target = sample.target[channel] * output_scale(scale)
             lesion = sample.lesion[0] > 0
             nawm = (sample.tissues[0] > 0) & ~lesion
             per_subject.append({"output": name, "seed": sample.info["seed"], "pathology": sample.info["pathology"],
@@ -61,10 +62,12 @@ def heldout_metrics(model: SynthesisModel, task_id: str, spacing: float, seeds: 
                                 "mae": metrics.mae(prediction, target, brain),
                                 "lesion_mae": metrics.mae(prediction, target, lesion) if lesion.any() else None,
                                 "nawm_mae": metrics.mae(prediction, target, nawm),
-                                "grid": list(sample.brain.shape[1:])})
+                                "grid": list(sample.brain.shape[1:]),
+                                **(_core_scores(rule, prediction, lesion, brain, spacing)
+                                   if rule is not None and rule.low_output == name else {})})
 
     def average(key):
-        values = [r[key] for r in per_subject if r[key] is not None and np.isfinite(r[key])]
+        values = [r[key] for r in per_subject if r.get(key) is not None and np.isfinite(r[key])]
         return float(np.mean(values)) if values else None
 
     return {"heldout_seeds": seeds, "steps": steps, "sampler": sampler, "samples": samples,
@@ -72,7 +75,24 @@ def heldout_metrics(model: SynthesisModel, task_id: str, spacing: float, seeds: 
             "region": "brain mask; PSNR after scaling both by the truth's 0.5-99.5 percentiles; MAE in physical units",
             "psnr_db": average("psnr"), "ssim": average("ssim"), "mae": average("mae"),
             "lesion_mae": average("lesion_mae"), "nawm_mae": average("nawm_mae"),
+            **({"core_dice": average("core_dice"), "core_volume_error": average("core_volume_error")}
+               if any("core_dice" in r for r in per_subject) else {}),
             "predict_seconds_mean": float(np.mean(seconds)), "subjects": per_subject}
+
+
+def _core_scores(rule, prediction: np.ndarray, truth: np.ndarray, brain: np.ndarray, spacing: float) -> dict:
+    """The task's lesion rule on a predicted map (e.g. the infarct core from ADC) against the true lesion mask:
+    Dice and relative volume error."""
+    from ..lesions import make_overlay
+    from ..segmentation.scores import dice
+    from ..volume import Volume
+
+    geometry = {"spacing": (spacing,) * 3}
+    labels, _ = make_overlay(rule, {}, {rule.low_output: Volume(prediction.astype(np.float32), **geometry)},
+                             Volume(brain.astype(np.uint8), **geometry))
+    found = labels.array > 0
+    return {"core_dice": dice(found, truth),
+            "core_volume_error": abs(float(found.sum()) - float(truth.sum())) / max(float(truth.sum()), 1.0)}
 
 
 def export_run(run_dir: str | Path, task_id: str, folder: str | Path, model_id: str | None = None,
@@ -91,7 +111,7 @@ def export_run(run_dir: str | Path, task_id: str, folder: str | Path, model_id: 
     architecture = json.loads(json.dumps(config["architecture"]))
     architecture["latent_scale"] = states["autoencoder"]["latent_scale"]
     architecture["family"] = "demist-ldm"
-    networks = build_networks(architecture, len(recipe.inputs), len(recipe.targets))
+    networks = build_networks(architecture, recipe.input_channels, len(recipe.targets))
     modules = {"autoencoder_inputs": networks.autoencoder_inputs, "autoencoder_target": networks.autoencoder_target,
                "unet": networks.denoiser.backbone, "controlnet": networks.denoiser.controlnet,
                "tokens": networks.denoiser.token_encoder, "lora": networks.denoiser.lora}
@@ -139,8 +159,8 @@ def _card_base(task, recipe, spacing: float, multiple: int, description: str, ar
         "description": f"{task.description} {description}",
         "inputs": list(recipe.inputs), "outputs": list(recipe.targets),
         "spacing": [spacing] * 3, "multiple": int(multiple),
-        "normalisation": {"inputs": {"method": "percentile", "low": 1.0, "high": 99.0},
-                          "outputs": {name: {"scale": scale, "offset": 0.0}
+        "normalisation": {"inputs": {"method": recipe.input_method, "low": 1.0, "high": 99.0},
+                          "outputs": {name: {"scale": output_scale(scale), "offset": 0.0}
                                       for name, (_, scale) in recipe.targets.items()}},
         "architecture": architecture, "licence": "Apache-2.0",
     }
@@ -172,7 +192,7 @@ def export_latent_residual_run(run_dir: str | Path, task_id: str, folder: str | 
                          name="--out")
     architecture = LatentResidualArchitecture.from_dict({**config.architecture, "map_estimate": map_estimate,
                                                          **states["latent"]["architecture_update"]})
-    networks = LatentResidualNetworks(architecture, len(recipe.inputs), len(recipe.targets))
+    networks = LatentResidualNetworks(architecture, recipe.input_channels, len(recipe.targets))
     for stage in RESIDUAL_STAGES:
         load_stage(config, networks, stage)
     state_dicts = networks.state_dicts()

@@ -33,7 +33,7 @@ from ..errors import InputError
 from .checkpoint import EMA, atomic_save_tensors, atomic_write_json, load_checkpoint, load_weights, save_checkpoint
 from .config import StageConfig
 from .data import HELDOUT_FIRST_SEED, CropStream, load_subjects, phantom_subjects, task_data
-from .losses import AutoencoderLossWeights, autoencoder_loss, diffusion_target
+from .losses import AutoencoderLossWeights, autoencoder_loss, diffusion_target, lesion_aware_losses
 
 STAGES = ("autoencoder", "latent")
 STAGE_STEMS = {"autoencoder": ("autoencoder",), "latent": ("predictor", "denoiser")}  # learned-latent case
@@ -61,7 +61,17 @@ class ResidualTrainConfig(StageConfig):
     denoiser_crop: int = 16  # latent voxels: the residual is local, and the diffusion UNet is the costly part
     heldout: int = 2
     init_from: str = ""  # latent stage: start from this installed/bundled model's weights (continue a shipped run)
+    lesion_crops: float = 0.0  # latent stage: share of crops centred on a lesion voxel
+    image_weight: float = 0.0  # latent stage: L1 of the decoded mean in the brain (LAPT's image-space loss)
+    lesion_weight: float = 0.0  # latent stage: L1 of the decoded mean in the lesion (LAPT's lesion-masked loss)
     architecture: dict = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_ARCHITECTURE)))
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.lesion_crops <= 1.0:
+            raise InputError(f"must be between 0 and 1, got {self.lesion_crops}", name="--lesion-crops")
+        if self.image_weight < 0 or self.lesion_weight < 0:
+            raise InputError("loss weights must be >= 0", name="--image-weight")
 
 
 def _final_dir(config: ResidualTrainConfig, stage: str) -> Path:
@@ -91,28 +101,43 @@ def _single_channel(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 class LatentCrops:
     """Endless batches of random latent crops from precomputed whole-subject latents, left-right mirrored at
-    random (``mirror``: the latent's own exact mirror, or None for no mirroring)."""
+    random (``mirror``: the latent's own exact mirror, or None for no mirroring), with the matching image-grid
+    crops of the brain and lesion masks (``factor``: image voxels per latent voxel).
+
+    ``lesion_crops``: the share of crops centred on a lesion voxel (the rest are placed uniformly); a small
+    lesion such as an infarct core is otherwise seen too rarely to be learned (issue 11's baselines)."""
 
     def __init__(self, latents: list[dict[str, torch.Tensor]], crop: tuple[int, int, int], batch: int, seed,
-                 mirror=None):
+                 mirror=None, factor: int = 1, lesion_crops: float = 0.0):
         self.latents, self.crop, self.batch, self.mirror = latents, crop, batch, mirror
+        self.factor, self.lesion_crops = int(factor), float(lesion_crops)
         self.rng = np.random.default_rng(seed)
 
     def __iter__(self):
         return self
 
+    def _start(self, item: dict, shape: np.ndarray, size: np.ndarray) -> list[int]:
+        lesion = item.get("lesion_voxels")
+        if lesion is not None and len(lesion) and self.rng.random() < self.lesion_crops:
+            centre = lesion[int(self.rng.integers(len(lesion)))] // self.factor
+            return [int(v) for v in np.clip(centre - size // 2, 0, shape - size)]
+        return [int(self.rng.integers(0, s - c + 1)) for s, c in zip(shape, size)]
+
     def __next__(self) -> dict[str, torch.Tensor]:
-        pieces = {"condition": [], "target": []}
+        pieces = {"condition": [], "target": [], "brain": [], "lesion": []}
         for index in self.rng.integers(len(self.latents), size=self.batch):
             item = self.latents[int(index)]
             shape = np.array(item["target"].shape[1:])
             size = np.minimum(self.crop, shape)
-            start = [int(self.rng.integers(0, s - c + 1)) for s, c in zip(shape, size)]
-            region = (slice(None),) + tuple(slice(b, b + c) for b, c in zip(start, size))
+            start = self._start(item, shape, size)
             flip = self.mirror is not None and self.rng.random() < 0.5
-            for key in pieces:
-                piece = item[key][region]
+            for key in ("condition", "target"):
+                piece = item[key][(slice(None),) + tuple(slice(b, b + c) for b, c in zip(start, size))]
                 pieces[key].append(self.mirror(piece[None])[0] if flip else piece)
+            for key in ("brain", "lesion"):
+                piece = item[key][(slice(None),) + tuple(slice(b * self.factor, (b + c) * self.factor)
+                                                         for b, c in zip(start, size))]
+                pieces[key].append(piece.flip(-1) if flip else piece)
         return {key: torch.stack(value) for key, value in pieces.items()}
 
 
@@ -128,7 +153,9 @@ def _encode_subjects(networks: LatentResidualNetworks, subjects) -> list[dict[st
     for sample in subjects:
         inputs = torch.from_numpy(sample.inputs)[None]
         target = torch.from_numpy(sample.target)[None]
-        latents.append({"condition": networks.encode(inputs)[0], "target": networks.encode(target)[0]})
+        latents.append({"condition": networks.encode(inputs)[0], "target": networks.encode(target)[0],
+                        "brain": torch.from_numpy(sample.brain), "lesion": torch.from_numpy(sample.lesion),
+                        "lesion_voxels": np.argwhere(sample.lesion[0] > 0)})
     return latents
 
 
@@ -169,7 +196,7 @@ def build_stage(config: ResidualTrainConfig):
     """Networks, trained modules by stem, the loss function, the batch stream and stage extras."""
     recipe = task_data(config.task)
     architecture = LatentResidualArchitecture.from_dict(config.architecture)
-    networks = LatentResidualNetworks(architecture, len(recipe.inputs), len(recipe.targets))
+    networks = LatentResidualNetworks(architecture, recipe.input_channels, len(recipe.targets))
     subjects = load_subjects(config, recipe)
     if config.stage == "autoencoder" and not architecture.learned:
         return networks, {}, None, CropStream(subjects, tuple(config.crop), config.batch, [config.seed, 0]), {}
@@ -197,12 +224,18 @@ def build_stage(config: ResidualTrainConfig):
     latents = _encode_subjects(networks, subjects)
     factor = architecture.factor
     mirror = None if architecture.learned else (lambda latent: mirror_latent(latent, architecture))
-    crops = LatentCrops(latents, tuple(int(c) // factor for c in config.crop), config.batch, [config.seed, 1], mirror)
+    crops = LatentCrops(latents, tuple(int(c) // factor for c in config.crop), config.batch, [config.seed, 1], mirror,
+                        factor, config.lesion_crops)
     scheduler = training_scheduler(architecture.schedule)
 
     def losses(batch, step):
         mean = networks.predict_mean(batch["condition"])
         predictor = F.mse_loss(mean, batch["target"])
+        terms = {}
+        if config.image_weight > 0 or config.lesion_weight > 0:
+            terms = lesion_aware_losses(networks.decode(mean), networks.decode(batch["target"]), batch["brain"],
+                                        batch["lesion"])
+            predictor = predictor + config.image_weight * terms["image"] + config.lesion_weight * terms["lesion"]
         residual = (batch["target"] - mean.detach())
         residual_std.mul_(0.99).add_(0.01 * residual.std().clamp(min=1e-4))
         region = _sub_crop(residual.shape[2:], config.denoiser_crop, crops.rng)
@@ -213,7 +246,7 @@ def build_stage(config: ResidualTrainConfig):
         prediction = networks.denoise_residual(noisy, timesteps, batch["condition"][region], mean.detach()[region])
         diffusion = F.mse_loss(prediction, diffusion_target(scheduler, scaled, noise, timesteps))
         return {"total": predictor + diffusion, "predictor": predictor, "diffusion": diffusion,
-                "residual_std": residual_std.clone()}
+                "residual_std": residual_std.clone(), **terms}
 
     extra = {"architecture_update": {"latent_scale": architecture.latent_scale}, "residual_std": residual_std}
     return networks, {"predictor": networks.predictor, "denoiser": networks.denoiser}, losses, crops, extra

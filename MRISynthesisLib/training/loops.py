@@ -111,7 +111,7 @@ def build_stage(config: TrainConfig, context: distributed.DistributedContext):
     """Networks, the trained modules (by stem), the module to wrap in DDP and the per-batch loss function."""
     recipe = task_data(config.task)
     architecture = _architecture_for(config)
-    networks = build_networks(architecture, len(recipe.inputs), len(recipe.targets))
+    networks = build_networks(architecture, recipe.input_channels, len(recipe.targets))
     scheduler = training_scheduler(architecture.schedule)
     extra: dict = {}
     if config.stage == "autoencoder":

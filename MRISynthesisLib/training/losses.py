@@ -1,5 +1,5 @@
-"""Training losses: the autoencoders' (L1 + KL + edge, latent alignment) and the diffusion stages' (diffusion
-target, edge-aware loss at lesion boundaries, tissue-mean alignment).
+"""Training losses: the autoencoders' (L1 + KL + edge, latent alignment), the diffusion stages' (diffusion
+target, edge-aware loss at lesion boundaries, tissue-mean alignment) and the lesion-aware image-space terms (LAPT).
 """
 
 from __future__ import annotations
@@ -122,3 +122,15 @@ def tissue_mean_loss(prediction: torch.Tensor, target: torch.Tensor, tissues: to
     if present.sum() == 0:
         return prediction.new_zeros(())
     return ((predicted_mean - target_mean).abs() * present).sum() / present.sum()
+
+
+def lesion_aware_losses(prediction: torch.Tensor, target: torch.Tensor, brain: torch.Tensor,
+                        lesion: torch.Tensor) -> dict[str, torch.Tensor]:
+    """LAPT's image-space terms on decoded images ``(B, C, D, H, W)``: mean L1 in the brain (``"image"``) and
+    in the lesion (``"lesion"``, 0 for a batch without lesion voxels); masks ``(B, 1, D, H, W)``."""
+    difference = (prediction - target).abs()
+    channels = prediction.shape[1]
+
+    def masked_mean(mask: torch.Tensor) -> torch.Tensor:
+        return (difference * mask).sum() / (mask.sum() * channels).clamp(min=1.0)
+    return {"image": masked_mean(brain), "lesion": masked_mean(lesion)}

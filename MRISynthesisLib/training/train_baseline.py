@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"preparing {len(seeds)} phantoms (seeds {seeds[0]}..{seeds[-1]}) at {args.spacing} mm", flush=True)
     subjects = phantom_subjects(recipe, seeds, args.spacing, multiple, randomize_acquisition=None)
     prepared_s = time.monotonic() - started
-    channels = channels_for_size(args.parameters, len(recipe.inputs), len(recipe.targets))
-    network = build_unet_regressor(len(recipe.inputs), len(recipe.targets), channels, norm=args.norm)
+    channels = channels_for_size(args.parameters, recipe.input_channels, len(recipe.targets))
+    network = build_unet_regressor(recipe.input_channels, len(recipe.targets), channels, norm=args.norm)
     parameters = sum(p.numel() for p in network.parameters())
     print(f"UNet channels {channels}: {parameters / 1e6:.2f} M parameters; data ready in {prepared_s:.0f} s", flush=True)
     optimiser = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4)
