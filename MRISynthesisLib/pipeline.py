@@ -190,7 +190,9 @@ def synthesize(request: SynthesisRequest, progress: Progress | None = None,
         mask = resample_to(mask.with_array((mask.array > 0).astype(np.uint8)), reference, "nearest")
         checks.check_mask(mask, "--mask")
     else:
-        mask = compute_brain_mask(list(on_reference.values()))
+        modality = task.input(reference_name).modality
+        mask = compute_brain_mask([on_reference[reference_name]] + [v for n, v in on_reference.items()
+                                                                     if n != reference_name], modality)
     outputs, uncertainty, model_summary, model_grid = {}, {}, None, None
     if card is not None:
         outputs, uncertainty, model_grid = _synthesize_maps(card, task_outputs, names, on_reference, mask, request,

@@ -39,21 +39,30 @@ def input_channel_count(method: str) -> int:
     return MODEL_FRAMES if method == "ctp-channels" else 1
 
 
-def compute_brain_mask(volumes: list[Volume]) -> Volume:
-    """A quick brain mask from co-registered inputs (all on one grid).
+CT_BRAIN_HU = (-15.0, 100.0)  # parenchyma 20-45 HU, CSF 0-15; excludes air, fat and bone (the skull that
+# separates brain from scalp, which has the same HU as brain)
 
-    Skull-stripped inputs (mostly exact zeros outside the brain) give their non-zero support. Otherwise
-    an Otsu head mask is eroded, reduced to its largest component and dilated back (a rough skull strip:
-    pass a proper mask for unstripped data).
+
+def compute_brain_mask(volumes: list[Volume], modality: str = "MR") -> Volume:
+    """A quick brain mask from co-registered inputs (all on one grid; a series counts by its mean frame).
+
+    Skull-stripped inputs (mostly exact zeros outside the brain) give their non-zero support. Otherwise a
+    head mask is eroded, reduced to its largest component and dilated back (a rough skull strip: pass a
+    proper mask for unstripped data): for MR the Otsu foreground, for CT (``modality="CT"``, first input
+    in HU) the voxels in the soft-tissue window ``CT_BRAIN_HU``, which the skull cuts off from the scalp.
     """
     reference = volumes[0]
-    stack = np.stack([np.abs(v.array if v.array.ndim == 3 else v.array.mean(0)).astype(np.float32) for v in volumes])
+    means = [(v.array if v.array.ndim == 3 else v.array.mean(0)).astype(np.float32) for v in volumes]
+    stack = np.abs(np.stack(means))
     support = np.all(stack > 0, axis=0)
     if support.mean() < 0.6:  # >= 40 % exact zeros around the head: already skull-stripped
         mask = support
     else:
-        image = stack.mean(0)
-        mask = image > threshold_otsu(image[:: 2, :: 2, :: 2])
+        if modality == "CT":
+            mask = (means[0] > CT_BRAIN_HU[0]) & (means[0] < CT_BRAIN_HU[1])
+        else:
+            image = stack.mean(0)
+            mask = image > threshold_otsu(image[:: 2, :: 2, :: 2])
         radius = max(1, int(round(3.0 / min(reference.spacing))))
         ball = ndimage.generate_binary_structure(3, 1)
         mask = ndimage.binary_erosion(mask, ball, iterations=radius)

@@ -112,3 +112,24 @@ def test_prepare_then_inverse_returns_to_the_oblique_anisotropic_reference():
 def _scale_of(prepared, name):
     low, high = prepared.percentiles[name]
     return high - low, low
+
+
+def test_ct_brain_mask_cuts_the_brain_from_scalp_and_air():
+    """A CT perfusion series with skull, scalp (same HU as brain) and air: the CT window, not Otsu (which
+    takes the -1000 HU air for the brightest class in absolute value), finds the brain."""
+    from scipy import ndimage
+
+    from MRISynthesisLib.phantom.generator import generate_subject
+    from MRISynthesisLib.segmentation.scores import dice
+
+    subject = generate_subject(4, "stroke", 4.0, randomize_acquisition=True, maps=("ctp",))
+    ctp, brain = subject.maps["ctp"], np.pad(subject.masks["brain"].array > 0, 5)
+    ball = ndimage.generate_binary_structure(3, 1)
+    gap, skull, scalp = (ndimage.binary_dilation(brain, ball, iterations=n) for n in (1, 3, 4))
+    head = np.full(brain.shape, -1000.0, np.float32)  # air
+    head[scalp], head[skull & ~gap], head[gap & ~brain] = 40.0, 1100.0, 8.0  # scalp, bone, CSF
+    noise = np.random.default_rng(0).normal(0.0, 5.0, (len(ctp.array), *brain.shape)).astype(np.float32)
+    frames = np.where(brain, np.pad(ctp.array, [(0, 0)] + [(5, 5)] * 3), head + noise)
+    series = Volume(frames, ctp.origin, ctp.spacing, ctp.direction, ctp.metadata)
+    assert dice(compute_brain_mask([series], "CT").array > 0, brain) > 0.9
+    assert dice(compute_brain_mask([series]).array > 0, brain) < 0.5  # the MR rule on CT
