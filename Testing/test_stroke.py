@@ -32,7 +32,8 @@ def stroke_model(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("stroke-run")
     train(_config(out, "autoencoder"))
-    latent = train(_config(out, "latent", steps=24, lesion_crops=1.0, image_weight=1.0, lesion_weight=1.0))
+    latent = train(_config(out, "latent", steps=24, lesion_crops=1.0, image_weight=1.0, lesion_weight=1.0,
+                           rule_weight=1.0))
     home = tmp_path_factory.mktemp("home")
     card = export_latent_residual_run(out, "stroke-dwi-adc", home / "models" / "stroke-dwi-adc", heldout=1,
                                       samples=1, steps=2, map_estimate="predictor")
@@ -42,7 +43,8 @@ def stroke_model(tmp_path_factory):
 def test_latent_stage_records_the_lesion_aware_terms(stroke_model):
     latent, _, _ = stroke_model
     history = latent["history"]
-    assert {"image", "lesion", "predictor", "diffusion"} <= set(history[-1])
+    assert {"image", "lesion", "rule", "predictor", "diffusion"} <= set(history[-1])
+    assert all(0.0 <= record["rule"] <= 1.0 for record in history)
     assert all(record["lesion"] > 0 for record in history)  # every crop holds core voxels (lesion_crops = 1)
     assert history[-1]["predictor"] < history[0]["predictor"]
 
@@ -91,3 +93,20 @@ def test_synthesize_from_a_4d_series_with_irregular_frame_times(stroke_model, tm
         assert np.isfinite(written.array).all()
     assert result.summary["lesions"]["method"].startswith("rule") and "adc" in result.summary["lesions"]["method"]
     assert (tmp_path / "out" / "lesions.csv").is_file() and (tmp_path / "out" / "montage.png").is_file()
+
+
+def test_soft_threshold_dice_scores_the_rule_and_punishes_false_core():
+    from MRISynthesisLib.training.latent_residual import rule_channel
+    from MRISynthesisLib.training.losses import soft_threshold_dice_loss
+
+    truth = torch.zeros(1, 1, 8, 8, 8)
+    truth[..., 2:5, 2:5, 2:5] = 1
+    brain = torch.ones_like(truth)
+    exact = torch.where(truth > 0, 0.4, 0.9)  # ADC: core 0.4, elsewhere 0.9
+    penumbra_as_core = exact.clone()
+    penumbra_as_core[..., 5:8, 2:5, 2:5] = 0.55  # a shell predicted just under the threshold
+    assert soft_threshold_dice_loss(exact, truth, brain, 0.62) < 0.05
+    assert soft_threshold_dice_loss(penumbra_as_core, truth, brain, 0.62) > 0.3
+    assert rule_channel("stroke-dwi-adc") == (1, 1.0, 0.62)  # ADC is the second output, in 1e-3 mm^2/s
+    with pytest.raises(Exception, match="no threshold rule"):
+        rule_channel("myelin-psr")

@@ -68,6 +68,9 @@ def add_parser(subparsers) -> None:
                         "the L1 of the decoded mean prediction in the brain (LAPT's image-space loss)")
     parser.add_argument("--lesion-weight", type=float, default=0.0, help="latent stage (latent-residual): weight of "
                         "the L1 of the decoded mean prediction in the lesion (LAPT's lesion-masked loss)")
+    parser.add_argument("--rule-weight", type=float, default=0.0, help="latent stage (latent-residual): weight of "
+                        "the soft Dice of the task's threshold rule on the decoded mean (stroke: the infarct core, "
+                        "ADC < 0.62), which penalises a penumbra predicted as core")
     parser.add_argument("--samples", type=int, default=4, help="export (latent-residual): samples averaged for the "
                         "held-out metrics")
     parser.add_argument("--map-estimate", choices=["samples", "predictor"], default="samples",
@@ -156,6 +159,7 @@ def _run_latent_residual(args, command: str, overrides: dict) -> int:
                                  max_minutes=args.max_minutes, ema_decay=args.ema_decay, heldout=args.heldout,
                                  init_from=args.init_from, lesion_crops=args.lesion_crops,
                                  image_weight=args.image_weight, lesion_weight=args.lesion_weight,
+                                 rule_weight=args.rule_weight,
                                  architecture=_merged(DEFAULT_ARCHITECTURE, overrides), command=command)
     final = train(config)
     print(json.dumps({k: final.get(k) for k in ("stage", "steps", "duration_s", "heldout_reconstruction_psnr_db",

@@ -85,6 +85,9 @@ def run_evaluation(task_id: str, out: str | Path, data: str = "phantom", n: int 
         raise InputError("--n, --fit-subjects, --steps and --samples must be at least 1", name="--n")
     registry = ModelRegistry(model_home)
     card = registry.card(task.model_id)  # ModelNotInstalledError names the install command
+    if card.input_method != "percentile":  # the harness's baselines and ceilings prepare MR contrasts only
+        raise InputError(f"evaluate compares MR models with their baselines; score {task_id} with "
+                         "benchmarks/stroke_evaluation.py (the pipeline on held-out phantoms)", name="--task")
     spacing = tuple(float(s) for s in card.spacing)
     percentiles = card.input_percentiles
     unet_id = baseline_model or f"{task_id}-unet-baseline"

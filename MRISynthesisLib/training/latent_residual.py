@@ -30,10 +30,12 @@ from ..engine.latent_residual import FAMILY, LatentResidualArchitecture, LatentR
 from ..engine.lora import freeze
 from ..engine.sampling import training_scheduler
 from ..errors import InputError
+from ..tasks import get_task
 from .checkpoint import EMA, atomic_save_tensors, atomic_write_json, load_checkpoint, load_weights, save_checkpoint
 from .config import StageConfig
-from .data import HELDOUT_FIRST_SEED, CropStream, load_subjects, phantom_subjects, task_data
-from .losses import AutoencoderLossWeights, autoencoder_loss, diffusion_target, lesion_aware_losses
+from .data import HELDOUT_FIRST_SEED, CropStream, load_subjects, output_scale, phantom_subjects, task_data
+from .losses import (AutoencoderLossWeights, autoencoder_loss, diffusion_target, lesion_aware_losses,
+                     soft_threshold_dice_loss)
 
 STAGES = ("autoencoder", "latent")
 STAGE_STEMS = {"autoencoder": ("autoencoder",), "latent": ("predictor", "denoiser")}  # learned-latent case
@@ -64,18 +66,31 @@ class ResidualTrainConfig(StageConfig):
     lesion_crops: float = 0.0  # latent stage: share of crops centred on a lesion voxel
     image_weight: float = 0.0  # latent stage: L1 of the decoded mean in the brain (LAPT's image-space loss)
     lesion_weight: float = 0.0  # latent stage: L1 of the decoded mean in the lesion (LAPT's lesion-masked loss)
+    rule_weight: float = 0.0  # latent stage: soft Dice of the task's threshold rule (infarct core) on the decoded mean
     architecture: dict = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_ARCHITECTURE)))
 
     def __post_init__(self):
         super().__post_init__()
         if not 0.0 <= self.lesion_crops <= 1.0:
             raise InputError(f"must be between 0 and 1, got {self.lesion_crops}", name="--lesion-crops")
-        if self.image_weight < 0 or self.lesion_weight < 0:
+        if self.image_weight < 0 or self.lesion_weight < 0 or self.rule_weight < 0:
             raise InputError("loss weights must be >= 0", name="--image-weight")
+        if self.rule_weight > 0:
+            rule_channel(self.task)  # refuses a task without a threshold rule on one of its outputs
 
 
 def _final_dir(config: ResidualTrainConfig, stage: str) -> Path:
     return Path(config.out) / stage / "final"
+
+
+def rule_channel(task_id: str) -> tuple[int, float, float]:
+    """``(target channel, scale to physical units, threshold)`` of the task's lesion rule on a synthesized map
+    (the infarct core: ADC below 0.62e-3 mm^2/s), for ``--rule-weight``."""
+    rule, recipe = get_task(task_id).lesion_rule, task_data(task_id)
+    if rule is None or rule.low_absolute is None or rule.low_output not in recipe.targets:
+        raise InputError(f"task {task_id} has no threshold rule on a synthesized map", name="--rule-weight")
+    channel = list(recipe.targets).index(rule.low_output)
+    return channel, output_scale(recipe.targets[rule.low_output][1]), float(rule.low_absolute)
 
 
 def load_stage(config: ResidualTrainConfig, networks: LatentResidualNetworks, stage: str) -> dict:
@@ -232,10 +247,15 @@ def build_stage(config: ResidualTrainConfig):
         mean = networks.predict_mean(batch["condition"])
         predictor = F.mse_loss(mean, batch["target"])
         terms = {}
-        if config.image_weight > 0 or config.lesion_weight > 0:
-            terms = lesion_aware_losses(networks.decode(mean), networks.decode(batch["target"]), batch["brain"],
-                                        batch["lesion"])
+        if config.image_weight > 0 or config.lesion_weight > 0 or config.rule_weight > 0:
+            decoded = networks.decode(mean)
+            terms = lesion_aware_losses(decoded, networks.decode(batch["target"]), batch["brain"], batch["lesion"])
             predictor = predictor + config.image_weight * terms["image"] + config.lesion_weight * terms["lesion"]
+            if config.rule_weight > 0:
+                channel, scale, threshold = rule_channel(config.task)
+                terms["rule"] = soft_threshold_dice_loss(decoded[:, channel:channel + 1] * scale, batch["lesion"],
+                                                         batch["brain"], threshold)
+                predictor = predictor + config.rule_weight * terms["rule"]
         residual = (batch["target"] - mean.detach())
         residual_std.mul_(0.99).add_(0.01 * residual.std().clamp(min=1e-4))
         region = _sub_crop(residual.shape[2:], config.denoiser_crop, crops.rng)
