@@ -20,6 +20,7 @@ from .errors import InputError
 POSITION_TAG = "0020|0032"
 TIME_TAGS = ("0008|0032", "0008|0033")  # AcquisitionTime, ContentTime ("HHMMSS.FFFFFF")
 TRIGGER_TIME_TAG = "0018|1060"  # ms
+HALF_DAY_S = 12 * 3600.0
 
 
 def _seconds(time_of_day: str) -> float:
@@ -80,6 +81,8 @@ def read_dicom_folder(path: Path, label: str):
     if any(value is None for value in times.values()):
         raise InputError(f"DICOM time series in {path.name} has no acquisition times (0008,0032) to order "
                          "its frames", label)
+    if max(times.values()) - min(times.values()) > HALF_DAY_S:  # a scan of minutes that crossed midnight
+        times = {file: t + 2 * HALF_DAY_S if t < HALF_DAY_S else t for file, t in times.items()}
     for group in by_position.values():
         group.sort(key=lambda file: times[file])
     frame_count = counts.pop()

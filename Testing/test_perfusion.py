@@ -59,9 +59,10 @@ def test_4d_files_keep_the_frame_interval(tmp_path, suffix):
 
 
 def write_dicom_time_series(folder, frames: list[np.ndarray], times_s: list[float], spacing=(0.9, 0.9, 5.0),
-                            uid="1.2.826.0.1.3680043.8.498.1"):
+                            uid="1.2.826.0.1.3680043.8.498.1", start_s: float = 9 * 3600 + 59 * 60 + 50):
     """One CT file per (frame, slice) with the tags a scanner writes: position, orientation, pixel spacing,
-    acquisition time (HHMMSS.FFFFFF from 09:59:50), one series UID; files named in a scrambled order."""
+    acquisition time (HHMMSS.FFFFFF from ``start_s`` after midnight, 09:59:50 by default, wrapping at
+    midnight), one series UID; files named in a scrambled order."""
     folder.mkdir(parents=True, exist_ok=True)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
@@ -71,7 +72,7 @@ def write_dicom_time_series(folder, frames: list[np.ndarray], times_s: list[floa
         for z, plane in enumerate(frame):
             image = sitk.GetImageFromArray(plane.astype(np.int16))
             image.SetSpacing(spacing[:2])
-            seconds = 9 * 3600 + 59 * 60 + 50 + time_s + 0.01 * z  # slices of a frame a little apart
+            seconds = (start_s + time_s + 0.01 * z) % 86400  # slices of a frame a little apart
             clock = f"{int(seconds // 3600):02d}{int(seconds % 3600 // 60):02d}{seconds % 60:09.6f}"
             for tag, value in (("0008|0060", "CT"), ("0008|0016", "1.2.840.10008.5.1.4.1.1.2"),
                                ("0020|000d", uid + ".1"), ("0020|000e", uid + ".2"),
@@ -96,6 +97,16 @@ def test_dicom_time_series_becomes_frames_with_their_acquisition_times(tmp_path)
     np.testing.assert_allclose(frame_times(series), [0.0, 2.0, 4.5, 9.0], atol=0.01)
     np.testing.assert_allclose(series.spacing, (0.9, 0.9, 5.0), atol=1e-4)
     np.testing.assert_allclose(series.origin, (-10.0, -20.0, 0.0), atol=1e-4)
+
+
+def test_dicom_time_series_across_midnight_keeps_its_frame_order(tmp_path):
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(-100, 300, (3, 6, 8)).astype(np.int16) for _ in range(4)]
+    write_dicom_time_series(tmp_path / "ctp", frames, [0.0, 4.0, 8.0, 12.0], start_s=23 * 3600 + 59 * 60 + 55)
+    series = read_volume(tmp_path / "ctp", "ctp")  # clock times 23:59:55, 23:59:59, 00:00:03, 00:00:07
+    for k in range(4):
+        np.testing.assert_array_equal(series.array[k], frames[k])
+    np.testing.assert_allclose(frame_times(series), [0.0, 4.0, 8.0, 12.0], atol=0.01)
 
 
 def test_dicom_time_series_with_a_missing_slice_or_another_grid_is_refused(tmp_path):
