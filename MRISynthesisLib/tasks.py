@@ -199,7 +199,7 @@ register(Task(
         InputSpec("ct", "CT", False, r"\bct\b|ncct|unenhanced", description="unenhanced CT (optional)"),
     ),
     outputs=(
-        OutputSpec("dwi", "", (0.0, 2.5), "Grey", "synthetic DWI b=1000, relative to normal brain (brain median 1)"),
+        OutputSpec("dwi", "relative to the brain median", (0.0, 2.5), "Grey", "synthetic DWI b=1000"),
         OutputSpec("adc", "1e-3 mm^2/s", (0.0, 2.0), "Grey", "apparent diffusion coefficient"),
     ),
     model_id="stroke-dwi-adc",

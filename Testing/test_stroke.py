@@ -93,6 +93,7 @@ def test_synthesize_from_a_4d_series_with_irregular_frame_times(stroke_model, tm
         assert np.isfinite(written.array).all()
     assert result.summary["lesions"]["method"].startswith("rule") and "adc" in result.summary["lesions"]["method"]
     assert (tmp_path / "out" / "lesions.csv").is_file() and (tmp_path / "out" / "montage.png").is_file()
+    assert result.summary["units"] == {"dwi": "relative to the brain median", "adc": "1e-3 mm^2/s"}
 
 
 def test_soft_threshold_dice_scores_the_rule_and_punishes_false_core():
