@@ -12,8 +12,8 @@ against the phantom's truth, and the synthesized value ranges against a real DWI
    synthesized maps, the phantoms' truth and the real ISLES case (``--real``; no CT perfusion exists for it, so
    only distributions compare).
 
-Usage: ``python benchmarks/stroke_evaluation.py --model-home DIR [--heldout 6] [--samples 4] [--steps 10]
-[--real ../shared/data/real/isles-strokecase0001]``; writes ``benchmarks/results/stroke_evaluation.json``.
+Usage: ``python benchmarks/stroke_evaluation.py --model-home DIR [--heldout 6] [--first-seed 10000] [--samples 4]
+[--steps 10] [--real ../shared/data/real/isles-strokecase0001]``; writes ``benchmarks/results/stroke_evaluation.json``.
 """
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-home", type=Path, required=True, help="MRISYNTHESIS_HOME holding models/stroke-dwi-adc")
     parser.add_argument("--heldout", type=int, default=6)
+    parser.add_argument("--first-seed", type=int, default=None,
+                        help="first held-out seed (default 10000; a later range validates a choice between runs)")
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--real", type=Path, default=REAL)
@@ -97,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     from MRISynthesisLib.training.data import HELDOUT_FIRST_SEED
 
     card = ModelRegistry(args.model_home).card("stroke-dwi-adc")
-    cases = [evaluate_case(seed, args.model_home, args.steps, args.samples)
-             for seed in range(HELDOUT_FIRST_SEED, HELDOUT_FIRST_SEED + args.heldout)]
+    first = HELDOUT_FIRST_SEED if args.first_seed is None else args.first_seed
+    if first < HELDOUT_FIRST_SEED:
+        parser.error(f"--first-seed must be >= {HELDOUT_FIRST_SEED} (lower seeds are training phantoms)")
+    cases = [evaluate_case(seed, args.model_home, args.steps, args.samples) for seed in range(first, first + args.heldout)]
     keys = ("core_dice", "volume_error", "adc_mae_core", "adc_mae_brain", "adc_psnr", "dwi_psnr", "adc_ssim", "dwi_ssim",
             "adc_psnr_2_steps",
             "dwi_psnr_2_steps", "seconds", "seconds_2_steps")
