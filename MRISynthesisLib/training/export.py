@@ -214,8 +214,10 @@ def export_latent_residual_run(run_dir: str | Path, task_id: str, folder: str | 
         fields["metrics"].update({**evaluated["randomised"], "clean": evaluated["clean"]})
         if half:  # what float16 storage costs, on the first held-out subject of each acquisition
             full = evaluate(state_dicts, seeds[:1])
+            # the same subject's rows (one per output) of the float16 evaluation
             fields["metrics"]["float16_cost_db"] = {
-                acquisition: full[acquisition]["psnr_db"] - evaluated[acquisition]["subjects"][0]["psnr"]
+                acquisition: full[acquisition]["psnr_db"] - float(np.mean(
+                    [row["psnr"] for row in evaluated[acquisition]["subjects"] if row["seed"] == seeds[0]]))
                 for acquisition in ("clean", "randomised")}
     stages = {stage: {"steps": states[stage]["steps"], "duration_s": states[stage]["duration_s"],
                       "command": states[stage]["command"]} for stage in RESIDUAL_STAGES}

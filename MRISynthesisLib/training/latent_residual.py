@@ -6,7 +6,10 @@
 - ``latent``: the input and target latents of every training subject are computed once (whole volumes), then
   the mean predictor (MSE to the target latent) and the residual diffusion model (MSE on the v-prediction of
   ``(target - mean) * residual_scale``) train together on random latent crops. The residual scale follows a
-  running estimate of the residual's standard deviation and is frozen into the card.
+  running estimate of the residual's standard deviation and is frozen into the card. For a small lesion
+  that a rule reads off the map (the infarct core: ADC < 0.62), ``--lesion-crops`` centres crops on it and the
+  decoded mean gets LAPT's image-space terms (L1 in the brain and in the lesion) and the rule's soft Dice
+  (``--image-weight``, ``--lesion-weight``, ``--rule-weight``).
 
 Outputs per stage in ``<run>/<stage>/``: ``checkpoint/`` (resumable), ``final/`` (EMA weights + state.json),
 ``train.log`` (JSON lines).
