@@ -126,7 +126,9 @@ def check_intensities(volume: Volume, name: str, allow_labels: bool = False) -> 
         raise InputError(f"is constant (every voxel = {data.flat[0]})", name)
     if allow_labels:
         return
-    sample = data.ravel()[:: max(1, data.size // 200_000)]
+    # random voxels, not a stride: a stride that is a multiple of a row length samples one column (often air)
+    flat = data.ravel()
+    sample = flat[np.random.default_rng(0).integers(0, flat.size, 200_000)] if flat.size > 200_000 else flat
     integral = np.issubdtype(data.dtype, np.integer) or np.all(np.mod(sample, 1) == 0)
     if integral and len(np.unique(sample)) <= 32:
         raise InputError(f"looks like a label map or mask ({len(np.unique(sample))} distinct integer values), "

@@ -218,3 +218,17 @@ def test_segment_lesions_without_the_segmenter_model_names_the_install_command(t
     assert code == 3 and len(error) == 1
     assert "ms-lesion-segmenter" in error[0] and "mrisynthesis models install" in error[0]
     assert snapshot(tmp_path) == before
+
+
+def test_label_map_check_does_not_sample_one_column():
+    """An intensity image whose first column is air passes, whatever its row length (a phantom CTP series of
+    22 x 88 x 104 x 88 voxels was refused as a label map when the check sampled every 88th voxel)."""
+    from MRISynthesisLib.checks import check_intensities
+    from MRISynthesisLib.errors import InputError
+
+    image = np.random.default_rng(0).normal(100, 10, (100, 2000, 4)).astype(np.float32)
+    image[..., 0] = 0  # 800 000 voxels: a stride of size // 200 000 = 4 visits only this column
+    check_intensities(Volume(image, (0, 0, 0), (1, 1, 1)), "ctp")
+    labels = np.random.default_rng(1).integers(0, 5, image.shape).astype(np.float32)
+    with pytest.raises(InputError, match="label map"):
+        check_intensities(Volume(labels, (0, 0, 0), (1, 1, 1)), "t1w")
