@@ -97,6 +97,22 @@ def percentile_psnr(prediction: np.ndarray, target: np.ndarray, mask: np.ndarray
     return psnr(scaled_prediction, scaled_target, mask, data_range=1.0)
 
 
+def calibrated_psnr(prediction: np.ndarray, reference: np.ndarray, brain: np.ndarray) -> float:
+    """PSNR of a synthesized contrast against a real scan whose unit is arbitrary (missing-contrast issue).
+
+    The prediction is put into the reference's unit by one global gain and offset (least squares in ``brain``: a
+    unit calibration only, no shape), both are mapped by the reference's 0.5-99.5 percentiles in the brain to
+    [0, 1] and clipped, and the PSNR comes from the MSE in the brain (data range 1).
+    """
+    prediction, reference, brain = _pair(prediction, reference, brain)
+    if not brain.any():
+        raise ValueError("mask is empty")
+    design = np.stack([prediction[brain], np.ones(int(brain.sum()))], axis=1).astype(np.float64)
+    (gain, offset), *_ = np.linalg.lstsq(design, reference[brain].astype(np.float64), rcond=None)
+    scaled_prediction, scaled_reference = percentile_scaled(gain * prediction + offset, reference, brain)
+    return psnr(np.clip(scaled_prediction, 0, 1), np.clip(scaled_reference, 0, 1), brain, data_range=1.0)
+
+
 def ssim(prediction: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None,
          data_range: float | None = None) -> float:
     """3D SSIM (Gaussian window, sigma 1.5) averaged over the voxels of ``mask``; 1 for a perfect prediction."""

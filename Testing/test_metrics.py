@@ -114,3 +114,21 @@ def test_evaluate_map_keys_and_perfect_case():
     worse = metrics.evaluate_map(target * 0.5, target, {"brain": brain, "lesion": lesion})
     assert worse["edge_sharpness"] == pytest.approx(0.5)
     assert worse["lesion_mae"] == pytest.approx(0.5 * target[lesion].mean())
+
+
+def test_calibrated_psnr_ignores_the_unit_and_is_hand_computable():
+    """A prediction in another unit (gain and offset) scores perfectly; a noisy one gets the PSNR computed by
+    hand: the least-squares line of the reference on the prediction, the reference's percentiles, clipping."""
+    rng = np.random.default_rng(0)
+    reference = np.zeros((10, 10, 10))
+    reference[2:8, 2:8, 2:8] = rng.uniform(100, 200, (6, 6, 6))
+    brain = reference > 0
+    assert metrics.calibrated_psnr(3.0 * reference - 40.0, reference, brain) > 200  # exact up to rounding
+    prediction = (reference + rng.normal(0, 5, reference.shape)) * 0.01 + 7
+    gain, offset = np.polyfit(prediction[brain], reference[brain], 1)
+    low, high = np.percentile(reference[brain], (0.5, 99.5))
+    scaled_prediction = np.clip((gain * prediction[brain] + offset - low) / (high - low), 0, 1)
+    scaled_reference = np.clip((reference[brain] - low) / (high - low), 0, 1)
+    expected = 10 * math.log10(1.0 / np.mean((scaled_prediction - scaled_reference) ** 2))
+    assert metrics.calibrated_psnr(prediction, reference, brain) == pytest.approx(expected, abs=1e-6)
+    assert 22.0 < expected < 28.0  # noise SD 5 on a range of ~100
