@@ -132,3 +132,13 @@ def test_calibrated_psnr_ignores_the_unit_and_is_hand_computable():
     expected = 10 * math.log10(1.0 / np.mean((scaled_prediction - scaled_reference) ** 2))
     assert metrics.calibrated_psnr(prediction, reference, brain) == pytest.approx(expected, abs=1e-6)
     assert 22.0 < expected < 28.0  # noise SD 5 on a range of ~100
+
+
+def test_ms_ssim_is_one_when_perfect_and_falls_with_noise():
+    rng = np.random.default_rng(0)
+    target = np.zeros((56, 56, 56))
+    target[8:48, 8:48, 8:48] = 1.0 + np.sin(np.indices((40, 40, 40)).sum(axis=0) / 4.0)
+    mask = target > 0
+    assert metrics.ms_ssim(target, target, mask) == pytest.approx(1.0, abs=1e-5)
+    scores = [metrics.ms_ssim(target + rng.normal(0, sd, target.shape), target, mask) for sd in (0.05, 0.2, 0.5)]
+    assert 1.0 > scores[0] > scores[1] > scores[2] > 0

@@ -5,9 +5,9 @@ against the phantom's truth, and the synthesized value ranges against a real DWI
    (frames resampled to the model's 15, brain mask from the series, maps back on the series' grid), the mean of
    ``--samples`` samples in ``--steps`` steps. Scores: core Dice and volume error of the infarct-core overlay
    (ADC < 0.62e-3 mm^2/s, the product's rule), ADC MAE in the core and the brain, PSNR of ADC and DWI in the brain
-   (truth's 0.5-99.5 percentiles; DWI relative to the brain median, like the model's unit), SSIM in the brain
-   (single scale: MS-SSIM's coarser scales do not fit a 2 mm brain), the same PSNR with 2
-   steps (LAPT samples in 2), and seconds per case.
+   (truth's 0.5-99.5 percentiles; DWI relative to the brain median, like the model's unit), SSIM in the brain,
+   MS-SSIM (three scales: five do not fit a 2 mm brain), DWI MAE in the core, the same PSNR with 2 steps (LAPT
+   samples in 2), and seconds per case.
 2. Realism: percentiles of ADC in the brain, the normal-tissue median, ADC in the core and DWI core/normal, for the
    synthesized maps, the phantoms' truth and the real ISLES case (``--real``; no CT perfusion exists for it, so
    only distributions compare).
@@ -42,7 +42,7 @@ def distribution(adc: np.ndarray, dwi: np.ndarray, brain: np.ndarray, core: np.n
 
 
 def evaluate_case(seed: int, model_home: Path, steps: int, samples: int) -> dict:
-    from MRISynthesisLib.metrics import mae, percentile_psnr, ssim
+    from MRISynthesisLib.metrics import mae, ms_ssim, percentile_psnr, ssim
     from MRISynthesisLib.phantom.generator import generate_subject
     from MRISynthesisLib.pipeline import SynthesisRequest, synthesize
     from MRISynthesisLib.segmentation.scores import dice
@@ -67,6 +67,8 @@ def evaluate_case(seed: int, model_home: Path, steps: int, samples: int) -> dict
                            "volume_error": abs(float(found.sum()) - float(core.sum())) / max(float(core.sum()), 1.0),
                            "adc_mae_core": mae(adc, truth_adc, core), "adc_mae_brain": mae(adc, truth_adc, brain),
                            "adc_ssim": ssim(adc, truth_adc, brain), "dwi_ssim": ssim(dwi, truth_dwi, brain),
+                           "adc_ms_ssim": ms_ssim(adc, truth_adc, brain), "dwi_ms_ssim": ms_ssim(dwi, truth_dwi, brain),
+                           "dwi_mae_core": mae(dwi, truth_dwi, core),
                            "synthesized": distribution(adc, dwi, brain, core),
                            "truth": distribution(truth_adc, truth_dwi, brain, core)})
     return record
@@ -103,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     if first < HELDOUT_FIRST_SEED:
         parser.error(f"--first-seed must be >= {HELDOUT_FIRST_SEED} (lower seeds are training phantoms)")
     cases = [evaluate_case(seed, args.model_home, args.steps, args.samples) for seed in range(first, first + args.heldout)]
-    keys = ("core_dice", "volume_error", "adc_mae_core", "adc_mae_brain", "adc_psnr", "dwi_psnr", "adc_ssim", "dwi_ssim",
-            "adc_psnr_2_steps",
-            "dwi_psnr_2_steps", "seconds", "seconds_2_steps")
+    keys = ("core_dice", "volume_error", "adc_mae_core", "adc_mae_brain", "dwi_mae_core", "adc_psnr", "dwi_psnr",
+            "adc_ssim", "dwi_ssim", "adc_ms_ssim", "dwi_ms_ssim", "adc_psnr_2_steps", "dwi_psnr_2_steps", "seconds",
+            "seconds_2_steps")
     summary = {key: float(np.mean([c[key] for c in cases])) for key in keys}
     report = {"model": {"id": card.id, "version": card.version}, "steps": args.steps, "samples": args.samples,
               "summary": summary, "cases": cases, "real_case": real_distribution(args.real)}
