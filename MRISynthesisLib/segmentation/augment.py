@@ -53,16 +53,18 @@ def resolution(image: np.ndarray, rng: np.random.Generator, spacing: float = 1.0
 
 def randomise(images: dict[str, np.ndarray], fractions: dict[str, np.ndarray], brain: np.ndarray,
               rng: np.random.Generator, spacing: float = 1.0,
-              lesion_contrast: tuple[float, float] = LESION_CONTRAST_RANGE) -> dict[str, np.ndarray]:
+              lesion_contrast: tuple[float, float] = LESION_CONTRAST_RANGE,
+              contrast_range: tuple[float, float] = CONTRAST_RANGE) -> dict[str, np.ndarray]:
     """A randomised acquisition of each clean image (float32, same shape); outside ``brain`` 0.
 
     Each image gets its own contrast factors, blur, bias field, noise and gamma (they come from different
     sequences), while lesions and anatomy stay where they are. ``lesion_contrast``: range of the lesions'
-    factor relative to white matter's (below 1: less conspicuous than the physics makes them).
+    factor relative to white matter's (below 1: less conspicuous than the physics makes them); ``contrast_range``:
+    range of each healthy compartment's factor.
     """
     out = {}
     for name, image in images.items():
-        factors = {t: float(rng.uniform(*CONTRAST_RANGE)) for t in COMPARTMENTS}
+        factors = {t: float(rng.uniform(*contrast_range)) for t in COMPARTMENTS}
         factors["lesion"] = float(rng.uniform(*lesion_contrast)) * factors["wm"]
         image = tissue_contrast(image.astype(np.float32), fractions, factors)
         image = resolution(image, rng, spacing)
