@@ -196,10 +196,14 @@ def export_latent_residual_run(run_dir: str | Path, task_id: str, folder: str | 
     for stage in RESIDUAL_STAGES:
         load_stage(config, networks, stage)
     state_dicts = networks.state_dicts()
+    latent = ("a lossless space-to-depth latent" if not architecture.learned
+              else "one shared MR autoencoder")
+    estimate = ("the decoded mean prediction (the expectation of the samples)" if map_estimate == "predictor"
+                else "the mean of K samples")
     fields = _card_base(task, recipe, config.spacing, config.multiple,
-                        "Latent mean predictor + residual latent diffusion (CorrDiff-style) on one shared MR "
-                        "autoencoder, trained on CPU on phantoms; the map is the mean of K samples, the "
-                        "uncertainty their standard deviation.", architecture.to_dict(), model_id, version)
+                        f"Latent mean predictor + residual latent diffusion (CorrDiff-style) on {latent}, trained on "
+                        f"CPU on phantoms; the map is {estimate}, the uncertainty the standard deviation of K "
+                        "samples.", architecture.to_dict(), model_id, version)
     seeds = list(range(HELDOUT_FIRST_SEED, HELDOUT_FIRST_SEED + heldout))
     shipped = _half_precision(state_dicts) if half else state_dicts
 
