@@ -13,7 +13,11 @@
    1000-step reference on the whole grid would exceed ``--reference-budget`` seconds, every run of part 2
    uses a centred crop instead (stated in the output).
 
-Usage: ``python benchmarks/bench_synthesis.py [--task myelin-psr] [--case DIR] [--threads 1] [--skip-full]``
+For ``--task stroke-dwi-adc`` part 1 runs on a 1 mm phantom CT perfusion series (4D NRRD) and part 2 scores
+``--output`` (e.g. adc) on a held-out phantom stroke subject.
+
+Usage: ``python benchmarks/bench_synthesis.py [--task myelin-psr] [--case DIR] [--threads 1] [--skip-full]
+[--output NAME] [--out FILE]``
 """
 
 from __future__ import annotations
@@ -37,13 +41,20 @@ STEPS = (1, 2, 5, 10, 20, 50)
 GOALS = {"full_brain_seconds": 120.0, "full_brain_peak_gb": 4.0, "speedup": 50.0, "psnr_loss_db": 0.3}
 
 
-def _input_files(case: Path, folder: Path) -> dict[str, str]:
-    """``t1w``/``flair`` files of the real case, or a 1 mm phantom written into ``folder``."""
-    if (case / "t1w.nii.gz").is_file() and (case / "flair.nii.gz").is_file():
-        return {"t1w": str(case / "t1w.nii.gz"), "flair": str(case / "flair.nii.gz"), "source": str(case)}
+def _input_files(task: str, case: Path, folder: Path) -> dict[str, str]:
+    """Input files of the task: ``t1w``/``flair`` of the real case, else a 1 mm phantom written into ``folder``
+    (for ``stroke-dwi-adc`` a 4D CT perfusion series as NRRD with its frame times)."""
     from MRISynthesisLib.phantom import generate_subject
     from MRISynthesisLib.volume import write_volume
 
+    if task == "stroke-dwi-adc":
+        subject = generate_subject(10_000, "stroke", spacing=1.0, shape=(182, 218, 182), maps=("ctp",),
+                                   randomize_acquisition=True)
+        frames = subject.maps["ctp"].array.shape[0]
+        return {"ctp": str(write_volume(subject.maps["ctp"], folder / "ctp.nrrd")),
+                "source": f"phantom seed 10000 (stroke) at 1 mm: CT perfusion, {frames} frames of 182x218x182"}
+    if (case / "t1w.nii.gz").is_file() and (case / "flair.nii.gz").is_file():
+        return {"t1w": str(case / "t1w.nii.gz"), "flair": str(case / "flair.nii.gz"), "source": str(case)}
     subject = generate_subject(10_000, "ms", spacing=1.0, shape=(182, 218, 182), maps=("mprage", "flair"),
                                randomize_acquisition=True)
     return {"t1w": str(write_volume(subject.maps["mprage"], folder / "t1w.nii.gz")),
@@ -56,10 +67,10 @@ def full_brain(task: str, case: Path, threads: int | None = None) -> dict:
     import psutil
 
     with tempfile.TemporaryDirectory(prefix="bench-synthesis-") as temp:
-        files = _input_files(case, Path(temp))
-        command = [sys.executable, "-m", "MRISynthesisLib", "synthesize", "--task", task, "--input",
-                   f"t1w={files['t1w']}", "--input", f"flair={files['flair']}", "--output", str(Path(temp) / "out"),
-                   "--quiet"]
+        files = _input_files(task, case, Path(temp))
+        inputs = [argument for name, path in files.items() if name != "source" for argument in ("--input", f"{name}={path}")]
+        command = [sys.executable, "-m", "MRISynthesisLib", "synthesize", "--task", task, *inputs,
+                   "--output", str(Path(temp) / "out"), "--quiet"]
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         started = time.perf_counter()
         env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
@@ -98,25 +109,27 @@ def _psnr(prediction: np.ndarray, reference: np.ndarray, mask: np.ndarray, data_
     return metrics.psnr(prediction, reference, mask, data_range)
 
 
-def steps_sweep(task: str, budget_s: float, crop: int, samples: int = 4) -> dict:
-    """PSNR and time versus sampler steps against DDPM-1000 of the same network and seed."""
+def steps_sweep(task: str, budget_s: float, crop: int, samples: int = 4, output: str | None = None) -> dict:
+    """PSNR and time versus sampler steps against DDPM-1000 of the same network and seed, for the card's
+    ``output`` (default its first)."""
     import torch
 
     from MRISynthesisLib.engine.model import SynthesisModel
     from MRISynthesisLib.model_store.registry import ModelRegistry
     from MRISynthesisLib.tasks import get_task
-    from MRISynthesisLib.training.data import phantom_subjects, task_data
+    from MRISynthesisLib.training.data import output_scale, phantom_subjects, task_data
 
     registry = ModelRegistry()
     model_id = get_task(task).model_id
     model = SynthesisModel.from_registry(registry, model_id, device="cpu")
     card = registry.card(model_id)
     sample = phantom_subjects(task_data(task), [10_000], float(card.spacing[0]), card.multiple)[0]
-    output = card.outputs[0]
+    output = output or card.outputs[0]
+    channel = card.outputs.index(output)
     scale, offset = card.output_affine(output)
     # Everything below in physical units: the sample's target is physical / the recipe's scale.
     inputs, brain = sample.inputs, sample.brain[0] > 0
-    truth = sample.target[0] * task_data(task).targets[output][1]
+    truth = sample.target[channel] * output_scale(task_data(task).targets[output][1])
 
     def run(sampler: str, steps: int, x: np.ndarray) -> tuple[np.ndarray, float]:
         began = time.perf_counter()
@@ -124,7 +137,7 @@ def steps_sweep(task: str, budget_s: float, crop: int, samples: int = 4) -> dict
         # not depend on the sampler at all)
         mean, _ = model.predict(torch.from_numpy(np.ascontiguousarray(x))[None], steps=steps, sampler=sampler, seed=0,
                                 samples=samples, **({"estimate": "samples"} if model.residual_networks else {}))
-        return mean[0, 0].numpy() * scale + offset, time.perf_counter() - began
+        return mean[0, channel].numpy() * scale + offset, time.perf_counter() - began
 
     # Cost of one denoising step on the whole grid: difference of a 3-step and a 1-step run.
     _, one = run("ddim", 1, inputs)
@@ -155,7 +168,8 @@ def steps_sweep(task: str, budget_s: float, crop: int, samples: int = 4) -> dict
                          "psnr_vs_ddpm1000": round(_psnr(prediction, reference, brain, data_range), 3),
                          "psnr_vs_truth": round(truth_psnr, 3), "loss_db": round(reference_truth_psnr - truth_psnr, 3)})
     fast = [r for r in rows[1:] if r["speedup"] >= GOALS["speedup"] and r["loss_db"] <= GOALS["psnr_loss_db"]]
-    return {"model": {"id": card.id, "version": card.version}, "case": "phantom seed 10000 (ms), held out",
+    return {"model": {"id": card.id, "version": card.version}, "output": output,
+            "case": f"phantom seed 10000 ({sample.info['pathology']}), held out",
             "region": region, "grid": list(brain.shape), "data_range": data_range, "seed": 0, "samples": samples,
             "per_step_seconds_estimate": round(per_step, 3), "rows": rows,
             "best_meeting_goal": min(fast, key=lambda r: r["seconds"]) if fast else None}
@@ -173,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child-threads", default="default,1",
                         help="comma-separated OMP_NUM_THREADS values for the synthesize process of part 1, one run "
                         "each ('default' = torch's own choice, all cores; 1 avoids oversubscription on a shared CPU)")
+    parser.add_argument("--output", default=None, help="output map of the steps sweep (default the card's first; "
+                        "adc for the stroke task's core)")
     parser.add_argument("--skip-full", action="store_true", help="skip part 1")
     parser.add_argument("--skip-steps", action="store_true", help="skip part 2")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -193,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{f['peak_rss_gb']:.2f} GB (goal <= 120 s, <= 4 GB: {'met' if f['meets_goal'] else 'NOT met'}); "
                   f"model grid {f['model_grid']}, {f['sampler']} {f['steps']} steps", flush=True)
     if not args.skip_steps:
-        result["steps_sweep"] = sweep = steps_sweep(args.task, args.reference_budget, args.crop, args.samples)
+        result["steps_sweep"] = sweep = steps_sweep(args.task, args.reference_budget, args.crop, args.samples,
+                                                           args.output)
         print(f"\nQuality vs steps on {sweep['region']}, seed 0, model {sweep['model']['id']}")
         print(f"{'sampler':8} {'steps':>5} {'seconds':>8} {'speedup':>8} {'PSNR vs DDPM1000':>17} {'PSNR vs truth':>14} "
               f"{'loss dB':>8}")
