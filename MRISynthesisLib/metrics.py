@@ -131,7 +131,7 @@ def ssim(prediction: np.ndarray, target: np.ndarray, mask: np.ndarray | None = N
     return float(np.mean(ssim_map[mask]))
 
 
-MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001)  # Wang et al.'s first three scales; renormalised by MONAI's product
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001)  # Wang et al.'s weights of the first three scales (ms_ssim makes them sum to 1)
 
 
 def ms_ssim(prediction: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:

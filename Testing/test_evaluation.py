@@ -47,6 +47,29 @@ def test_linear_baseline_recovers_a_quadratic_exactly():
         LinearBaseline(2, 1).predict(inputs, mask)
 
 
+def test_train_for_minutes_fits_a_weighted_target_within_its_budget():
+    """A 1x1x1 convolution learns y = 2x + 1 where the weight is 1; the weight-0 half (y = -5) is ignored."""
+    import torch
+
+    from MRISynthesisLib.evaluation.baselines import train_for_minutes
+
+    torch.manual_seed(0)
+    network = torch.nn.Conv3d(1, 1, 1)
+    generator = torch.Generator().manual_seed(0)
+
+    def next_batch():
+        inputs = torch.rand((2, 1, 4, 4, 4), generator=generator)
+        weights = torch.zeros_like(inputs)
+        weights[..., :2] = 1
+        return inputs, torch.where(weights > 0, 2 * inputs + 1, torch.full_like(inputs, -5.0)), weights
+
+    record = train_for_minutes(network, next_batch, minutes=0.05, peak_lr=0.05, log_every=50)
+    assert record["steps"] >= 100 and not network.training and record["parameters"] == 2
+    assert network.weight.item() == pytest.approx(2.0, abs=0.1)
+    assert network.bias.item() == pytest.approx(1.0, abs=0.1)
+    assert record["loss_every_50_steps"][-1][1] < record["loss_every_50_steps"][0][1]
+
+
 def test_unet_baseline_card_loads_and_predicts(home):
     from MRISynthesisLib.evaluation.baselines import UNetRegressor
     from MRISynthesisLib.model_store.registry import ModelRegistry

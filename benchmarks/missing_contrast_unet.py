@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -85,31 +83,18 @@ def crop(arrays: list[np.ndarray], brain: np.ndarray, rng: np.random.Generator) 
 def train(subjects: list[dict], minutes: float, contrast: tuple[float, float], seed: int = 0):
     import torch
 
-    from MRISynthesisLib.evaluation.baselines import build_unet_regressor
+    from MRISynthesisLib.evaluation.baselines import build_unet_regressor, train_for_minutes
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     network = build_unet_regressor(8, 4, (12, 24, 48, 96, 192))
-    optimiser = torch.optim.AdamW(network.parameters(), lr=1e-3, weight_decay=1e-4)
-    started, step, losses, curve = time.monotonic(), 0, [], []
-    while (elapsed := time.monotonic() - started) < minutes * 60:
-        for group in optimiser.param_groups:
-            group["lr"] = 1e-3 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(elapsed / (minutes * 60), 1.0))))
+
+    def next_batch():
         batch = [crop(list(training_pair(s, rng, contrast)), s["brain"], rng)
                  for s in (subjects[int(rng.integers(len(subjects)))] for _ in range(2))]
-        inputs, targets, weights = (torch.from_numpy(np.stack(parts)) for parts in zip(*batch))
-        loss = ((network(inputs) - targets).abs() * weights).sum() / weights.sum().clamp(min=1)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
-        optimiser.step()
-        losses.append(loss.item())
-        step += 1
-        if step % 200 == 0:
-            curve.append([step, round(float(np.mean(losses[-200:])), 4)])
-    network.eval()
-    return network, {"steps": step, "minutes": round((time.monotonic() - started) / 60, 1),
-                     "parameters": sum(p.numel() for p in network.parameters()), "loss_every_200_steps": curve}
+        return tuple(torch.from_numpy(np.stack(parts)) for parts in zip(*batch))
+
+    return network, train_for_minutes(network, next_batch, minutes, 1e-3, log_every=200)
 
 
 def predict(network, inputs: np.ndarray) -> np.ndarray:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import time
 from pathlib import Path
@@ -86,16 +85,14 @@ def train_unet(subjects: list[dict], minutes: float, seed: int = 0, peak_lr: flo
     (with the loss every 500 steps)."""
     import torch
 
-    from MRISynthesisLib.evaluation.baselines import build_unet_regressor
+    from MRISynthesisLib.evaluation.baselines import build_unet_regressor, train_for_minutes
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     network = build_unet_regressor(subjects[0]["channels"].shape[0], 1, (12, 24, 48, 96, 192))
-    optimiser = torch.optim.AdamW(network.parameters(), lr=peak_lr, weight_decay=1e-4)
-    crop, started, step, losses, curve = 48, time.monotonic(), 0, [], []
-    while (elapsed := time.monotonic() - started) < minutes * 60:
-        for group in optimiser.param_groups:
-            group["lr"] = peak_lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(elapsed / (minutes * 60), 1.0))))
+    crop = 48
+
+    def next_batch():
         inputs, targets, brains = [], [], []
         for _ in range(2):
             subject = subjects[int(rng.integers(len(subjects)))]
@@ -111,20 +108,9 @@ def train_unet(subjects: list[dict], minutes: float, seed: int = 0, peak_lr: flo
                       subject["brain"][box][None].astype(np.float32)]
             pieces = [np.ascontiguousarray(p[..., ::-1] if flip else p) for p in pieces]
             inputs.append(pieces[0]), targets.append(pieces[1]), brains.append(pieces[2])
-        inputs, targets, brains = (torch.from_numpy(np.stack(a)) for a in (inputs, targets, brains))
-        loss = ((network(inputs) - targets).abs() * brains).sum() / brains.sum().clamp(min=1)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
-        optimiser.step()
-        losses.append(loss.item())
-        step += 1
-        if step % 500 == 0:
-            curve.append([step, round(float(np.mean(losses[-500:])), 4)])
-    network.eval()
-    return network, {"steps": step, "minutes": round((time.monotonic() - started) / 60, 1),
-                     "parameters": sum(p.numel() for p in network.parameters()),
-                     "final_loss": round(float(np.mean(losses[-50:])), 4), "loss_every_500_steps": curve}
+        return tuple(torch.from_numpy(np.stack(a)) for a in (inputs, targets, brains))
+
+    return network, train_for_minutes(network, next_batch, minutes, peak_lr, log_every=500)
 
 
 def unet_predict(network, channels: np.ndarray) -> np.ndarray:
