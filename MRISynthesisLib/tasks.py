@@ -1,7 +1,7 @@
 """The task registry: what each synthesis task takes, produces and which model it needs.
 
 Tasks are data. Adding a task means registering a ``Task`` here and providing its model (a model card
-with weights, bundled in ``models/bundled/<id>/`` or installed in the user cache) -- the pipeline, CLI and
+with weights, bundled in ``model_store/bundled/<id>/`` or installed in the user cache) -- the pipeline, CLI and
 Slicer module read everything else from these.
 """
 

@@ -56,3 +56,13 @@ def test_task_inputs_auto_assign_by_file_name():
     assert contrasts.input("t1ce").matches("BraTS-GLI-00001-000-t1c.nii.gz")
     assert contrasts.input("flair").matches("BraTS-GLI-00001-000-t2f.nii.gz")
     assert not contrasts.input("t2w").matches("BraTS-GLI-00001-000-t2f.nii.gz")
+
+
+def test_export_version_defaults_to_the_next_minor_of_the_shipped_model(tmp_path, monkeypatch):
+    from MRISynthesisLib.commands.train import next_version
+    from MRISynthesisLib.model_store.registry import ModelRegistry
+
+    monkeypatch.setenv("MRISYNTHESIS_HOME", str(tmp_path))  # no user models: the bundled card decides
+    major, minor, _ = ModelRegistry().card("myelin-psr").version.split(".")
+    assert next_version("myelin-psr") == f"{major}.{int(minor) + 1}.0"
+    assert next_version("missing-contrast") == "0.1.0"  # no model yet

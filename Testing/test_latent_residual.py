@@ -74,12 +74,56 @@ def test_encode_decode_round_trip_per_channel(model):
     ({"map_estimate": "median"}, "map_estimate"),
     ({"predictor": {"channels": [8, 8], "strides": [2], "norm": "layer"}}, "norm"),
     ({"family": "demist-ldm"}, "family"),
+    ({"predictor": {"channels": [8, 8], "strides": [2], "head": "bilateral"}}, "head"),
+    ({"autoencoder": {"kind": "kl", "channels": [8], "latent_channels": 2, "num_res_blocks": 1,
+                      "norm_num_groups": 4}, "predictor": {"channels": [8, 8], "strides": [2], "head": "local-affine"}},
+     "space-to-depth"),
 ])
 def test_architecture_is_validated_once_with_clear_errors(change, message):
     with pytest.raises(ValueError, match=message):
         LatentResidualArchitecture.from_dict({**TINY_RESIDUAL_ARCHITECTURE, **change})
     with pytest.raises(InputError, match="architecture|weights"):
         SynthesisModel(tiny_card({**TINY_RESIDUAL_ARCHITECTURE, **change}), {}, device="cpu")
+
+
+def _local_affine_networks() -> LatentResidualNetworks:
+    architecture = json.loads(json.dumps(TINY_RESIDUAL_ARCHITECTURE))
+    architecture["predictor"]["head"] = "local-affine"
+    return LatentResidualNetworks(LatentResidualArchitecture.from_dict(architecture), 2, 1)
+
+
+def test_local_affine_head_applies_smooth_coefficients_at_full_resolution():
+    networks = _local_affine_networks()
+    assert networks.affine_channels == 3  # a, b_t1w, b_flair for the one output
+    images = torch.rand(1, 2, *SHAPE, generator=torch.Generator().manual_seed(1))
+    latent_shape = (1, 3, *(s // 2 for s in SHAPE))
+    # constant coefficients reproduce a global affine map of the inputs voxel by voxel (sharp, not blurred)
+    coefficients = torch.tensor([0.1, 2.0, -0.5]).reshape(1, 3, 1, 1, 1).expand(latent_shape)
+    torch.testing.assert_close(networks.local_affine(coefficients, images),
+                               0.1 + 2.0 * images[:, :1] - 0.5 * images[:, 1:])
+    # a coefficient that varies along x is interpolated between latent voxels
+    ramp = torch.zeros(latent_shape)
+    ramp[:, 0] = torch.arange(SHAPE[2] // 2, dtype=torch.float32)
+    offsets = networks.local_affine(ramp, images)[0, 0, 0, 0]
+    assert torch.all(offsets[2:-2].diff() > 0) and offsets[2:-2].diff().max() <= 0.5 + 1e-6
+    # predict_mean = direct latent + the latent of the affine map of the decoded inputs
+    condition = networks.encode(images)
+    output = networks.predictor(condition)
+    expected = output[:, :8] + networks.encode(networks.local_affine(output[:, 8:], images))
+    torch.testing.assert_close(networks.predict_mean(condition), expected)
+
+
+def test_a_direct_predictor_grows_a_local_affine_head_without_changing_its_output():
+    from MRISynthesisLib.training.latent_residual import grow_output_channels
+
+    torch.manual_seed(2)
+    direct = LatentResidualNetworks(LatentResidualArchitecture.from_dict(TINY_RESIDUAL_ARCHITECTURE), 2, 1)
+    grown = _local_affine_networks()
+    grown.predictor.load_state_dict(grow_output_channels(direct.predictor.state_dict(), grown.predictor.state_dict()))
+    condition = direct.encode(torch.rand(1, 2, *SHAPE))
+    torch.testing.assert_close(grown.predict_mean(condition), direct.predict_mean(condition), rtol=0, atol=1e-6)
+    with pytest.raises(InputError, match="grow"):
+        grow_output_channels(grown.predictor.state_dict(), direct.predictor.state_dict())
 
 
 def test_weights_that_do_not_fit_are_refused(model):
@@ -190,6 +234,11 @@ def test_export_writes_a_half_precision_model_that_loads_and_continues(run_dir, 
     assert again.training["continued_from"]["training"] == card.training
     assert again.training["total_duration_s"] == pytest.approx(again.training["duration_s"] +
                                                                card.training["duration_s"])
+    # ... or continues it with a grown local-affine head (starts from the shipped predictor's exact output)
+    affine = {**TRAIN_ARCHITECTURE, "predictor": {**TRAIN_ARCHITECTURE["predictor"], "head": "local-affine"}}
+    grown = tmp_path / "grown"
+    train(_config(grown, "autoencoder", heldout=0))
+    assert train(_config(grown, "latent", steps=4, init_from="myelin-psr", architecture=affine))["steps"] == 4
     with pytest.raises(InputError, match="architecture"):
         other = {**TRAIN_ARCHITECTURE, "predictor": {"channels": [8, 16], "strides": [2], "num_res_units": 1}}
         train(_config(continued, "latent", steps=2, init_from="myelin-psr", architecture=other))

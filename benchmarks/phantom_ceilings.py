@@ -36,6 +36,10 @@ Oracles:
   (observed - modelled at the true levels) on ``--calibration-subjects`` *training* phantoms (seeds 0..,
   same acquisition mode) give an offset and a weight, and the population prior (mean, SD of the draws) is
   added (maximum a posteriori). Shows how much subject-specific level information the inputs carry.
+- ``fractions + levels regressed from image contrasts (no header)``: what a network that is given only the
+  images can learn about the levels: ridge regression of the true WM, GM, deep GM PSR on the same 5 observed
+  log-ratios, fitted on ``--regression-subjects`` training phantoms (seeds 0.., same acquisition mode). The
+  sequence header is not used (a NIfTI file has none), so the protocol's effect on contrast is noise here.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/phantom_ceilings.py [--n 4] [--spacing 2] [--acquisition both]
 Writes benchmarks/results/phantom_ceilings.json and prints Markdown tables.
@@ -66,13 +70,16 @@ from MRISynthesisLib.preprocess import prepare  # noqa: E402
 from MRISynthesisLib.resample import resample_to  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-CARD = ROOT / "MRISynthesisLib" / "models" / "bundled" / "myelin-psr" / "card.json"
+CARD = ROOT / "MRISynthesisLib" / "model_store" / "bundled" / "myelin-psr" / "card.json"
 PATHOLOGIES = ("ms", "none")  # the myelin-psr recipe's held-out cycle
 PSNR_CAP_DB = 100.0
 ESTIMATED = "fractions + estimated levels (physics)"
 CALIBRATED = "fractions + estimated levels (calibrated + prior)"
+NO_HEADER = "fractions + levels regressed from image contrasts (no header)"
 ORACLES = ("truth via model grid", "constant", "fractions + population levels", "fractions + true levels",
-           ESTIMATED, CALIBRATED)
+           ESTIMATED, CALIBRATED, NO_HEADER)
+LEVELS = ("wm", "gm", "deep_gm")
+RIDGE = 0.01  # penalty per subject on standardised features
 COMPARTMENTS = ("wm", "gm", "deep_gm", "csf", "lesion")
 
 # Population means of the draws (see the module docstring for the derivations).
@@ -239,6 +246,36 @@ def calibrate(seeds: list[int], spacing: float, randomised: bool) -> dict:
             "sigma": np.maximum(np.nanstd(differences, 0), 0.01).tolist(), "ratios": [list(r) for r in RATIOS]}
 
 
+def fit_level_regression(seeds: list[int], spacing: float, randomised: bool) -> dict:
+    """Ridge regression of the true levels (wm, gm, deep_gm) on the observed log-ratios of training phantoms."""
+    features, targets = [], []
+    for index, seed in enumerate(seeds):
+        data = load_subject(seed, PATHOLOGIES[index % len(PATHOLOGIES)], spacing, randomised)
+        features.append(observed_ratios(data)[0])
+        true = true_levels(data["subject"])
+        targets.append([true[name] for name in LEVELS])
+    features, targets = np.array(features), np.array(targets)
+    mean = np.nanmean(features, 0)
+    features = np.where(np.isfinite(features), features, mean)
+    sd = features.std(0) + 1e-9
+    standardised = (features - mean) / sd
+    design = np.column_stack([np.ones(len(seeds)), standardised])
+    penalty = RIDGE * len(seeds) * np.diag([0.0] + [1.0] * standardised.shape[1])  # the intercept is free
+    weights = np.linalg.solve(design.T @ design + penalty, design.T @ targets)
+    fitted = design @ weights
+    r2 = 1.0 - ((fitted - targets) ** 2).mean(0) / targets.var(0)
+    return {"seeds": list(seeds), "mean": mean.tolist(), "sd": sd.tolist(), "weights": weights.tolist(),
+            "training_r2": dict(zip(LEVELS, r2.tolist()))}
+
+
+def regressed_levels(data: dict, regression: dict) -> dict:
+    observed = observed_ratios(data)[0]
+    mean = np.asarray(regression["mean"])
+    standardised = (np.where(np.isfinite(observed), observed, mean) - mean) / np.asarray(regression["sd"])
+    levels = np.concatenate([[1.0], standardised]) @ np.asarray(regression["weights"])
+    return {**dict(zip(LEVELS, (float(v) for v in levels))), "csf": 0.0}
+
+
 def from_fractions(fractions: dict, levels: dict, lesion: np.ndarray | float, brain: np.ndarray) -> np.ndarray:
     """``sum_t f_t L_t``; ``lesion`` is a level or a per-voxel array."""
     out = sum(fractions[name].astype(np.float64) * levels[name] for name in ("wm", "gm", "deep_gm", "csf"))
@@ -257,7 +294,7 @@ def truth_round_trip(data: dict, spacing: tuple, multiple: int) -> np.ndarray:
     return prepared.inverse(resample_to(subject.maps["psr"], prepared.grid, "linear").array).array
 
 
-def predictions(data: dict, spacing: tuple, multiple: int, calibration: dict) -> tuple[dict, dict]:
+def predictions(data: dict, spacing: tuple, multiple: int, calibration: dict, regression: dict) -> tuple[dict, dict]:
     subject, masks, fractions = data["subject"], data["masks"], data["fractions"]
     brain = masks["brain"]
     truth = subject.maps["psr"].array.astype(np.float64)
@@ -276,8 +313,10 @@ def predictions(data: dict, spacing: tuple, multiple: int, calibration: dict) ->
     out[ESTIMATED] = from_fractions(fractions, estimated, estimated["wm"] * POPULATION["lesion_ratio"], brain)
     calibrated, calibrated_info = estimate_levels(data, calibration)
     out[CALIBRATED] = from_fractions(fractions, calibrated, calibrated["wm"] * POPULATION["lesion_ratio"], brain)
+    regressed = regressed_levels(data, regression)
+    out[NO_HEADER] = from_fractions(fractions, regressed, regressed["wm"] * POPULATION["lesion_ratio"], brain)
     levels = {"true": true, "population": population, "estimated": estimated, "estimator": info,
-              "calibrated": calibrated, "calibrated_estimator": calibrated_info}
+              "calibrated": calibrated, "calibrated_estimator": calibrated_info, "regressed": regressed}
     return out, levels
 
 
@@ -308,7 +347,7 @@ def summarise(cases: list[dict]) -> dict:
         summary[oracle] = entry
     errors = {}
     for name in ("wm", "gm", "deep_gm"):
-        for kind in ("estimated", "calibrated", "population"):
+        for kind in ("estimated", "calibrated", "regressed", "population"):
             values = [abs(c["levels"][kind][name] - c["levels"]["true"][name]) for c in cases]
             errors[f"{name}_{kind}_abs_error"] = float(np.mean(values))
     summary["level_errors"] = errors
@@ -338,7 +377,8 @@ def markdown(results: dict) -> str:
     for mode in modes:
         e = results["summary"][mode]["level_errors"]
         for kind, label in (("population", "population mean"), ("estimated", "estimated (physics)"),
-                            ("calibrated", "estimated (calibrated + prior)")):
+                            ("calibrated", "estimated (calibrated + prior)"),
+                            ("regressed", "regressed from image contrasts (no header)")):
             lines.append(f"| {mode} | {label} | " + " | ".join(f"{e[f'{n}_{kind}_abs_error']:.4f}"
                                                             for n in ("wm", "gm", "deep_gm")) + " |")
     lines += ["", "Per subject (true -> physics estimate / calibrated estimate, PSR):", ""]
@@ -359,6 +399,8 @@ def main() -> int:
     parser.add_argument("--acquisition", choices=("clean", "randomised", "both"), default="both")
     parser.add_argument("--calibration-subjects", type=int, default=8,
                         help="training phantoms (seeds 0..) that calibrate the second estimator's offsets")
+    parser.add_argument("--regression-subjects", type=int, default=48,
+                        help="training phantoms (seeds 0..) of the no-header level regression")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "phantom_ceilings.json")
     args = parser.parse_args()
     if args.n < 1:
@@ -371,6 +413,10 @@ def main() -> int:
     for mode in modes:
         calibration = calibrate(list(range(args.calibration_subjects)), args.spacing, mode == "randomised")
         results.setdefault("calibration", {})[mode] = calibration
+        regression = fit_level_regression(list(range(args.regression_subjects)), args.spacing, mode == "randomised")
+        results.setdefault("level_regression", {})[mode] = regression
+        print(f"[{time.time() - started:6.1f} s] {mode}: level regression on {args.regression_subjects} training "
+              f"phantoms, training R2 {regression['training_r2']}", file=sys.stderr)
         print(f"[{time.time() - started:6.1f} s] {mode}: calibrated on {args.calibration_subjects} training "
               f"phantoms, offsets {np.round(calibration['offset'], 3).tolist()}, "
               f"sd {np.round(calibration['sigma'], 3).tolist()}", file=sys.stderr)
@@ -379,7 +425,7 @@ def main() -> int:
             seed, pathology = args.first_seed + index, PATHOLOGIES[index % len(PATHOLOGIES)]
             data = load_subject(seed, pathology, args.spacing, mode == "randomised")
             truth = data["subject"].maps["psr"].array.astype(np.float64)
-            outputs, levels = predictions(data, model_spacing, multiple, calibration)
+            outputs, levels = predictions(data, model_spacing, multiple, calibration, regression)
             scores = {oracle: score(outputs[oracle], truth, data["masks"]) for oracle in ORACLES}
             cases.append({"case": f"phantom-{seed}-{pathology}", "seed": seed, "pathology": pathology,
                           "field_strength_t": data["subject"].parameters["tissue"]["field_strength_t"],
@@ -392,6 +438,7 @@ def main() -> int:
         "n": args.n, "first_seed": args.first_seed, "spacing_mm": args.spacing, "pathologies": list(PATHOLOGIES),
         "model_spacing": list(model_spacing), "multiple": multiple, "population_levels": POPULATION,
         "population_sd": POPULATION_SD, "calibration_subjects": args.calibration_subjects,
+        "regression_subjects": args.regression_subjects, "ridge_penalty": RIDGE,
         "flair_efficiency_assumed": FLAIR_EFFICIENCY_MEAN, "pure_fraction": PURE_FRACTION,
         "scoring": "brain mask; prediction and truth scaled by the truth's 0.5-99.5 brain percentiles; "
                    "metrics.psnr/ssim with data_range 1 (psnr_truth_range: metrics.psnr default peak = truth "

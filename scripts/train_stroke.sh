@@ -20,6 +20,6 @@ COMMON=(--task stroke-dwi-adc --data phantom --out "$RUN" --subjects "${SUBJECTS
 mrisynthesis train "${COMMON[@]}" --stage autoencoder --heldout 2
 mrisynthesis train "${COMMON[@]}" --stage latent --steps "${STEPS:-8400}" --batch 2 --crop 64 64 64 --lr 1e-3 \
   --lesion-crops 0.5 --image-weight 1 --lesion-weight 1 --rule-weight "${RULE_WEIGHT:-0.5}" \
-  --save-every 200 --log-every 50 --heldout 0 --resume
+  --architecture '{"predictor": {"head": "direct"}}' --save-every 200 --log-every 50 --heldout 0 --resume
 mrisynthesis train --task stroke-dwi-adc --stage export --out "$RUN" --model-dir "$MODEL" --heldout 6 --samples 4 \
   --map-estimate predictor --threads 1

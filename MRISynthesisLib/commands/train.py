@@ -56,7 +56,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     parser.add_argument("--architecture", default=None, help="JSON merged into the default network configuration")
     parser.add_argument("--model-dir", default=None, help="export: model folder to write (default RUN_DIR/model)")
-    parser.add_argument("--model-version", default="0.2.0", help="export: version written in the card")
+    parser.add_argument("--model-version", default=None, help="export: version written in the card (default: the "
+                        "installed or bundled model's version with its minor number raised, 0.1.0 without one)")
     parser.add_argument("--heldout", type=int, default=4, help="export: held-out phantom subjects for metrics "
                         "(latent-residual autoencoder stage: for its reconstruction PSNR)")
     parser.add_argument("--init-from", default="", metavar="MODEL_ID",
@@ -99,6 +100,8 @@ def run(args) -> int:
             architecture_overrides = json.loads(args.architecture)
         except json.JSONDecodeError as error:
             raise InputError(f"is not valid JSON ({error.msg})", name="--architecture") from None
+    if args.stage == "export" and args.model_version is None:
+        args.model_version = next_version(args.task)
     if args.recipe == "latent-residual":
         return _run_latent_residual(args, command, architecture_overrides)
     if args.stage == "export":
@@ -129,6 +132,21 @@ def run(args) -> int:
     if context.is_main:
         print(json.dumps({k: final[k] for k in ("stage", "steps", "duration_s", "sec_per_step")}, indent=2))
     return 0
+
+
+def next_version(task_id: str) -> str:
+    """The task model's installed or bundled version with the minor number raised (``0.3.0`` -> ``0.4.0``);
+    ``0.1.0`` when none is installed."""
+    from ..errors import ModelNotInstalledError
+    from ..model_store.registry import ModelRegistry
+    from ..tasks import get_task
+
+    try:
+        version = ModelRegistry().card(get_task(task_id).model_id).version
+    except ModelNotInstalledError:
+        return "0.1.0"
+    major, minor = (int(part) for part in version.split(".")[:2])
+    return f"{major}.{minor + 1}.0"
 
 
 def _merged(defaults: dict, overrides: dict) -> dict:

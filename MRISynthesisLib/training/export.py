@@ -200,8 +200,11 @@ def export_latent_residual_run(run_dir: str | Path, task_id: str, folder: str | 
               else "one shared MR autoencoder")
     estimate = ("the decoded mean prediction (the expectation of the samples)" if map_estimate == "predictor"
                 else "the mean of K samples")
+    head = (" (plus a local affine function of the input images, applied at full resolution)"
+            if architecture.predictor_head == "local-affine" else "")
     fields = _card_base(task, recipe, config.spacing, config.multiple,
-                        f"Latent mean predictor + residual latent diffusion (CorrDiff-style) on {latent}, trained on "
+                        f"Latent mean predictor{head} + residual latent diffusion (CorrDiff-style) on {latent}, "
+                        "trained on "
                         f"CPU on phantoms; the map is {estimate}, the uncertainty the standard deviation of K "
                         "samples.", architecture.to_dict(), model_id, version)
     seeds = list(range(HELDOUT_FIRST_SEED, HELDOUT_FIRST_SEED + heldout))

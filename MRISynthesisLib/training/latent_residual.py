@@ -46,7 +46,8 @@ CHANNELS_LAST = torch.channels_last_3d
 DEFAULT_ARCHITECTURE = {
     "family": FAMILY,
     "autoencoder": {"kind": "space-to-depth", "factor": 2},
-    "predictor": {"channels": [32, 64, 128], "strides": [2, 2], "num_res_units": 2, "norm": "none"},
+    "predictor": {"channels": [32, 64, 128], "strides": [2, 2], "num_res_units": 2, "norm": "none",
+                  "head": "local-affine"},
     "denoiser": {"channels": [16, 32, 64], "num_res_blocks": 1, "norm_num_groups": 16},
     "schedule": {"num_train_timesteps": 1000, "schedule": "scaled_linear_beta", "beta_start": 0.0015,
                  "beta_end": 0.0195, "prediction_type": "v_prediction"},
@@ -201,13 +202,43 @@ def _init_from_model(networks: LatentResidualNetworks, model_id: str) -> dict:
     saved = LatentResidualArchitecture.from_dict(card.architecture)
     # Scales are measured per run and the map estimate is chosen at export: neither changes the networks.
     measured = {"latent_scale": 0, "residual_scale": 0, "map_estimate": ""}
-    if saved.to_dict() | measured != networks.architecture.to_dict() | measured:
+    current = networks.architecture
+    grows_head = saved.predictor_head == "direct" and current.predictor_head == "local-affine"
+
+    def comparable(architecture: LatentResidualArchitecture) -> dict:
+        described = architecture.to_dict() | measured
+        if grows_head:
+            described["predictor"] = {**described["predictor"], "head": ""}
+        return described
+    if comparable(saved) != comparable(current):
         raise InputError(f"model {model_id} has another architecture than this run; pass the same --architecture",
                          name="--init-from")
     weights = registry.load_state_dicts(model_id)
     for stem in ("predictor", "denoiser"):
-        getattr(networks, stem).load_state_dict({k: v.float() for k, v in weights[stem].items()}, strict=True)
+        state = {k: v.float() for k, v in weights[stem].items()}
+        if stem == "predictor" and grows_head:
+            state = grow_output_channels(state, networks.predictor.state_dict())
+        getattr(networks, stem).load_state_dict(state, strict=True)
     return {"latent_scale": saved.latent_scale, "residual_scale": saved.residual_scale}
+
+
+def grow_output_channels(saved: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A direct-head predictor's weights in a network with extra output channels (the local-affine head's
+    coefficients): tensors that grew keep the saved values in their leading slice and zeros elsewhere, so the
+    grown network starts as exactly the saved one (zero coefficients) and the new channels learn from there."""
+    grown = {}
+    for key, tensor in target.items():
+        if key not in saved:
+            raise InputError(f"the saved predictor lacks {key}", name="--init-from")
+        old = saved[key]
+        if old.shape == tensor.shape:
+            grown[key] = old
+            continue
+        if old.dim() != tensor.dim() or any(o > n for o, n in zip(old.shape, tensor.shape)):
+            raise InputError(f"cannot grow {key} from {tuple(old.shape)} to {tuple(tensor.shape)}", name="--init-from")
+        grown[key] = torch.zeros_like(tensor)
+        grown[key][tuple(slice(0, o) for o in old.shape)] = old
+    return grown
 
 
 def build_stage(config: ResidualTrainConfig):
