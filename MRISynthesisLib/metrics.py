@@ -98,19 +98,27 @@ def percentile_psnr(prediction: np.ndarray, target: np.ndarray, mask: np.ndarray
     return psnr(scaled_prediction, scaled_target, mask, data_range=1.0)
 
 
+def unit_calibrated(prediction: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``gain * prediction + offset`` with the one global gain and offset that fit ``reference`` best in ``mask``
+    (least squares: a unit or level calibration, no change of shape)."""
+    prediction, reference, mask = _pair(prediction, reference, mask)
+    if not mask.any():
+        raise ValueError("mask is empty")
+    design = np.stack([prediction[mask], np.ones(int(mask.sum()))], axis=1).astype(np.float64)
+    (gain, offset), *_ = np.linalg.lstsq(design, reference[mask].astype(np.float64), rcond=None)
+    return gain * prediction + offset
+
+
 def calibrated_psnr(prediction: np.ndarray, reference: np.ndarray, brain: np.ndarray) -> float:
     """PSNR of a synthesized contrast against a real scan whose unit is arbitrary (missing-contrast issue).
 
-    The prediction is put into the reference's unit by one global gain and offset (least squares in ``brain``: a
-    unit calibration only, no shape), both are mapped by the reference's 0.5-99.5 percentiles in the brain to
-    [0, 1] and clipped, and the PSNR comes from the MSE in the brain (data range 1).
+    The prediction is put into the reference's unit by :func:`unit_calibrated`, both are mapped by the
+    reference's 0.5-99.5 percentiles in the brain to [0, 1] and clipped, and the PSNR comes from the MSE in the
+    brain (data range 1).
     """
     prediction, reference, brain = _pair(prediction, reference, brain)
-    if not brain.any():
-        raise ValueError("mask is empty")
-    design = np.stack([prediction[brain], np.ones(int(brain.sum()))], axis=1).astype(np.float64)
-    (gain, offset), *_ = np.linalg.lstsq(design, reference[brain].astype(np.float64), rcond=None)
-    scaled_prediction, scaled_reference = percentile_scaled(gain * prediction + offset, reference, brain)
+    scaled_prediction, scaled_reference = percentile_scaled(unit_calibrated(prediction, reference, brain),
+                                                            reference, brain)
     return psnr(np.clip(scaled_prediction, 0, 1), np.clip(scaled_reference, 0, 1), brain, data_range=1.0)
 
 

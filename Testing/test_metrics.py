@@ -126,6 +126,7 @@ def test_calibrated_psnr_ignores_the_unit_and_is_hand_computable():
     assert metrics.calibrated_psnr(3.0 * reference - 40.0, reference, brain) > 200  # exact up to rounding
     prediction = (reference + rng.normal(0, 5, reference.shape)) * 0.01 + 7
     gain, offset = np.polyfit(prediction[brain], reference[brain], 1)
+    np.testing.assert_allclose(metrics.unit_calibrated(prediction, reference, brain), gain * prediction + offset)
     low, high = np.percentile(reference[brain], (0.5, 99.5))
     scaled_prediction = np.clip((gain * prediction[brain] + offset - low) / (high - low), 0, 1)
     scaled_reference = np.clip((reference[brain] - low) / (high - low), 0, 1)

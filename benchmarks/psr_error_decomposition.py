@@ -31,8 +31,6 @@ def decompose(prediction: np.ndarray, truth: np.ndarray, masks: dict) -> dict:
     from MRISynthesisLib import metrics
 
     brain = masks["brain"]
-    design = np.stack([prediction[brain], np.ones(int(brain.sum()))], axis=1)
-    gain, offset = np.linalg.lstsq(design, truth[brain], rcond=None)[0]
     corrected, levels = prediction.astype(np.float64).copy(), {}
     for name in TISSUES:
         inside = masks[name] & brain
@@ -41,7 +39,7 @@ def decompose(prediction: np.ndarray, truth: np.ndarray, masks: dict) -> dict:
         corrected[inside] += float(np.median(truth[inside] - prediction[inside]))
         levels[name] = {"truth": float(np.median(truth[inside])), "map": float(np.median(prediction[inside]))}
     return {"raw": metrics.percentile_psnr(prediction, truth, brain),
-            "global affine": metrics.percentile_psnr(prediction * gain + offset, truth, brain),
+            "global affine": metrics.percentile_psnr(metrics.unit_calibrated(prediction, truth, brain), truth, brain),
             "tissue levels corrected": metrics.percentile_psnr(corrected, truth, brain), "levels": levels}
 
 

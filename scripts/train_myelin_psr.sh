@@ -4,16 +4,16 @@
 #
 # Recipe "latent-residual" (MRISynthesisLib/engine/latent_residual.py): lossless space-to-depth latent shared by
 # every contrast, latent mean predictor (MSE; its "local-affine" head adds an affine function of the input images
-# with coefficients from the latent grid, applied at full resolution) + residual diffusion model, trained in one stage on precomputed
-# latents of 96 phantoms (seeds 0-95, MS and healthy alternating, randomised acquisition with every 4th subject
+# with coefficients from the latent grid, applied at full resolution) + residual diffusion model, trained in one
+# stage on precomputed latents of 96 phantoms (seeds 0-95, MS and healthy alternating, randomised acquisition with every 4th subject
 # clean, 2 mm grid). Held-out metrics in the model card: phantom seeds 10000-10003, clean and randomised.
 #
 # Both trainings run at once, one torch thread each, for the same wall time (MINUTES): the "equal training
 # budget" of the evaluation. Every stage is resumable: run the script again to continue into the same RUN_DIR;
 # or continue the shipped model in a new session with CONTINUE=1 (starts the latent stage from the bundled
 # weights instead of from scratch). 0.4.0 is 0.3.0 (direct head) continued for 70 minutes with the head grown to
-# local-affine (the new channels start at zero, so training starts from 0.3.0's exact output); its card holds the
-# exact commands.
+# local-affine (the new channels start at zero, so training starts from 0.3.0's exact output): with 0.3.0 bundled,
+# MINUTES=70 CONTINUE=1 runs its latent stage (plus a baseline it did not retrain); its card holds the exact commands.
 #
 # Usage: scripts/train_myelin_psr.sh [RUN_DIR] [MODEL_DIR]     (env: MINUTES=60 SUBJECTS=96 CONTINUE=0)
 set -euo pipefail
