@@ -23,7 +23,7 @@ HISTORY_BUDGET = 90 * MB   # everything ever committed; the hard limit is 100 MB
 # Raised from 66 to 70 MB for that export (+1.2 dB on validation), then to 75 MB for the first stroke model
 # (stroke-dwi-adc 0.2.0, 6.4 MB: a new task, not a re-export; history stays under 90 MB), then to 81 MB for
 # myelin-psr 0.4.0 (5.9 MB; local-affine head: +0.75 / +0.34 dB clean / randomised and lesion MAE -29 % / -15 %
-# on the held-out phantoms; history 86.8 MB). What is left fits a lesion-segmenter re-export (1.2 MB) but no
+# on the held-out phantoms; all history then 88.2 MB of HISTORY_BUDGET). What is left fits a lesion-segmenter re-export (1.2 MB) but no
 # other model: the next re-export needs history rewritten (the DEMIST-era myelin-psr 0.1.0 weights hold 22.6 MB)
 # or smaller models.
 WEIGHTS_BUDGET = 81 * MB
