@@ -17,13 +17,16 @@ SPACING = 6.0
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     """A model home with a tiny diffusion model (conftest) and a tiny UNet baseline trained for two steps by the
-    real training command."""
+    real training command into its default folder, the user model cache (the baseline is not bundled)."""
     from MRISynthesisLib.training import train_baseline
 
     root = write_tiny_model(tmp_path_factory.mktemp("home"), spacing=SPACING, training_seeds=(0, 1, 2))
-    assert train_baseline.main(["--task", "myelin-psr", "--out", str(root / "models" / "myelin-psr-unet-baseline"),
-                                "--subjects", "1", "--spacing", str(SPACING), "--crop", "32", "--batch", "1",
-                                "--steps", "2", "--parameters", "1000"]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MRISYNTHESIS_HOME", str(root))
+        assert train_baseline.default_out("myelin-psr") == root / "models" / "myelin-psr-unet-baseline"
+        assert train_baseline.main(["--task", "myelin-psr", "--subjects", "1", "--spacing", str(SPACING),
+                                    "--crop", "32", "--batch", "1", "--steps", "2", "--parameters", "1000"]) == 0
+    assert (root / "models" / "myelin-psr-unet-baseline" / "card.json").is_file()
     return root
 
 
@@ -132,6 +135,26 @@ def test_evaluate_end_to_end_on_one_held_out_phantom(home, tmp_path, monkeypatch
     # the reports exist: a second run refuses to overwrite them
     assert main(["evaluate", "--task", "myelin-psr", "--n", "1", "--out", str(out), "--quiet",
                  "--acquisition", "randomized"]) == 2
+
+
+def test_evaluate_without_the_unet_baseline_skips_it_and_says_how_to_train_it(tmp_path, monkeypatch):
+    """The UNet baseline is not bundled: with only the model in the user cache (and the real bundled folder),
+    evaluate scores the other methods and names the command that trains the baseline into the cache."""
+    from MRISynthesisLib.evaluation.run import run_evaluation
+
+    home = write_tiny_model(tmp_path / "home", spacing=SPACING, training_seeds=(0, 1, 2))
+    monkeypatch.setenv("MRISYNTHESIS_HOME", str(home))
+    messages = []
+    report = run_evaluation("myelin-psr", tmp_path / "eval", n=1, steps=1, samples=1, fit_subjects=1,
+                            acquisition="clean", progress=messages.append)
+    assert report["baselines"]["unet"] is None and "unet" not in report["summary"]
+    assert {"diffusion", "linear"} <= set(report["summary"])
+    assert "psr_ge_unet_plus_0.5" not in report["goals"]["psr"]
+    (skipped,) = [m for m in messages if "UNet baseline" in m]
+    assert "'myelin-psr-unet-baseline' is not installed" in skipped and str(home / "models") in skipped
+    assert skipped.endswith("python -m MRISynthesisLib.training.train_baseline --task myelin-psr")  # default --out
+    markdown = (tmp_path / "eval" / "evaluation.md").read_text(encoding="utf-8")
+    assert "UNet baseline not installed (skipped" in markdown and "| unet |" not in markdown
 
 
 def test_evaluate_refuses_held_out_seeds_used_for_training(home, tmp_path, monkeypatch):

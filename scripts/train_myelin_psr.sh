@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # Reproduce the bundled myelin-PSR model (MRISynthesisLib/model_store/bundled/myelin-psr) on 2 CPU cores, and the
-# UNet baseline it is compared with under the same budget (MRISynthesisLib/model_store/bundled/myelin-psr-unet-baseline).
+# UNet baseline it is compared with under the same budget, written to $RUN/myelin-psr-unet-baseline. The baseline is
+# not bundled (a reference for 'mrisynthesis evaluate', not a product model; its 10.8 MB of weights kept the
+# extension's checkout over 100 MB): 'mrisynthesis models install "$RUN/myelin-psr-unet-baseline"' copies it into the
+# user model cache ($MRISYNTHESIS_HOME/models, default ~/.mrisynthesis/models), where evaluate finds it. The baseline
+# of the README's tables was trained by the standalone command below (then with --out to a run folder; without --out
+# it writes straight into that cache):
+#   python -m MRISynthesisLib.training.train_baseline --task myelin-psr --subjects 96 --steps 4000 --threads 1 --minutes 47
 #
 # Recipe "latent-residual" (MRISynthesisLib/engine/latent_residual.py): lossless space-to-depth latent shared by
 # every contrast, latent mean predictor (MSE; its "local-affine" head adds an affine function of the input images

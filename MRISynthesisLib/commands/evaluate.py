@@ -15,10 +15,11 @@ def add_parser(subparsers) -> None:
         description="Evaluate the installed model of a task on held-out subjects with ground truth, through the same "
         "pipeline users run (mrisynthesis synthesize), next to two baselines given identical inputs: a per-voxel "
         "quadratic regression of the normalised inputs (fitted on training phantoms) and a deterministic 3D UNet "
-        "regressor (model <task>-unet-baseline, when installed). Metrics in the brain mask, both maps scaled by the "
-        "truth's 0.5-99.5 percentiles: PSNR, 3D SSIM (mask-averaged), MAE, lesion MAE, normal-appearing-WM MAE, "
-        "edge sharpness (gradient ratio at tissue/lesion boundaries), and slice-wise 2D PSNR/SSIM. Writes "
-        "evaluation.json, evaluation.md (table) and montage.png into --out.",
+        "regressor (model <task>-unet-baseline, when installed; it is not bundled: 'python -m "
+        "MRISynthesisLib.training.train_baseline --task <task>' trains it into the user model cache). Metrics in "
+        "the brain mask, both maps scaled by the truth's 0.5-99.5 percentiles: PSNR, 3D SSIM (mask-averaged), MAE, "
+        "lesion MAE, normal-appearing-WM MAE, edge sharpness (gradient ratio at tissue/lesion boundaries), and "
+        "slice-wise 2D PSNR/SSIM. Writes evaluation.json, evaluation.md (table) and montage.png into --out.",
         epilog="Example: mrisynthesis evaluate --task myelin-psr --n 6 --real ../shared/data/real/ms-patient07 "
         "--out eval/. Held-out phantom seeds are --seed .. --seed+N-1 (default 10000..); they must not overlap the "
         "training seeds recorded in the model cards (checked). Exit codes: 0 success, 2 bad input, 3 model not "
@@ -47,7 +48,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--sample-seed", type=int, default=0, help="seed of the diffusion sampling noise")
     parser.add_argument("--fit-subjects", type=int, default=4,
                         help="training phantoms (seeds 0..N-1) for fitting the linear baseline")
-    parser.add_argument("--baseline-model", metavar="ID", help="UNet baseline model id (default <task>-unet-baseline)")
+    parser.add_argument("--baseline-model", metavar="ID",
+                        help="UNet baseline model id (default <task>-unet-baseline; skipped when not installed)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--overwrite", action="store_true", help="replace reports already in --out")

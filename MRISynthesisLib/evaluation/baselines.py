@@ -5,7 +5,8 @@
   brain voxels of training phantoms. It is the "intensity lookup" floor: no spatial context at all.
 - ``UNetRegressor``: a deterministic MONAI ``UNet`` (residual units) mapping the normalised inputs to the normalised
   target directly (no latent space, no noise), trained on the same phantom stream as the diffusion model
-  (``training/train_baseline.py``), stored like every model: ``card.json`` + ``unet.safetensors``.
+  (``training/train_baseline.py``), stored like every model: ``card.json`` + ``unet.safetensors``. It is not
+  bundled; the training command writes it into the user model cache (``<task>-unet-baseline``).
 
 Both work on the model grid produced by ``preprocess.prepare`` (shapes ``(C, D, H, W)``) and return
 normalised targets; ``predict_on_reference`` puts them back on the reference grid in physical units with

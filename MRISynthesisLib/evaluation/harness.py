@@ -10,7 +10,8 @@ Methods, all given the very same input volumes and brain mask:
 
 - ``diffusion``: the task's installed model through ``pipeline.synthesize`` exactly as users run it;
 - ``linear``: ``LinearBaseline`` (quadratic per-voxel regression) fitted on training phantoms;
-- ``unet``: the ``<task>-unet-baseline`` model (deterministic UNet regressor), when installed.
+- ``unet``: the ``<task>-unet-baseline`` model (deterministic UNet regressor), when installed; it is not
+  bundled: ``python -m MRISynthesisLib.training.train_baseline --task <task>`` trains it into the user model cache.
 
 Metrics (``MRISynthesisLib.metrics``) are computed on the subject's own grid in physical units inside its
 brain mask. Outputs: ``evaluation.json`` (per case, per method, aggregates), ``evaluation.md`` (table),

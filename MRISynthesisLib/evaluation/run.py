@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import tempfile
 import time
 from collections.abc import Callable
@@ -66,7 +67,9 @@ def run_evaluation(task_id: str, out: str | Path, data: str = "phantom", n: int 
         data: ``"phantom"`` (``n`` held-out phantoms from seed ``first_seed``) or a folder of subject folders.
         steps, samples, sample_seed, sampler, device: passed to ``pipeline.synthesize``.
         fit_subjects: training phantoms (seeds 0..fit_subjects-1) for the linear baseline.
-        baseline_model: id of the UNet baseline model (default ``<task>-unet-baseline``; skipped if absent).
+        baseline_model: id of the UNet baseline model (default ``<task>-unet-baseline``, looked up in the
+            registry: the user model cache, where ``training.train_baseline`` writes it, then the bundled
+            models, which do not include it); skipped with a progress message and a note in the report if absent.
         real: a real case folder (``t1w``, ``flair``, ``lesions``) for the plausibility checks.
         acquisition: ``"randomized"`` (held-out phantoms drawn like the training data: misregistration, thick
             slices, bias, noise) or ``"clean"`` (ideal images aligned with the ground truth).
@@ -92,6 +95,9 @@ def run_evaluation(task_id: str, out: str | Path, data: str = "phantom", n: int 
     percentiles = card.input_percentiles
     unet_id = baseline_model or f"{task_id}-unet-baseline"
     unet_card = registry.card(unet_id) if registry.is_installed(unet_id) else None
+    if unet_card is None:  # not bundled: trained into the user model cache by training.train_baseline
+        progress(f"UNet baseline {unet_id!r} is not installed in {registry.models_dir}: skipped; "
+                 + _unet_train_command(task_id, registry.models_dir / unet_id))
     held_out = list(range(first_seed, first_seed + n)) if data == "phantom" else []
     for label, used in (("model", _seed_list(card.training)),
                         ("UNet baseline", _seed_list(unet_card.training) if unet_card else []),
@@ -221,9 +227,18 @@ def _markdown(result: dict, summary: dict, outputs: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _unet_train_command(task_id: str, folder: Path) -> str:
+    """How to get the baseline (it is not bundled): the command that trains it into ``folder`` of the cache."""
+    from ..training.train_baseline import default_out
+
+    out = "" if folder == default_out(task_id) else f" --out {shlex.quote(str(folder))}"
+    return f"train it with: python -m MRISynthesisLib.training.train_baseline --task {task_id}{out}"
+
+
 def _unet_sentence(unet: dict | None) -> str:
     if unet is None:
-        return "UNet baseline not installed (skipped)."
+        return ("UNet baseline not installed (skipped; it is not bundled: python -m "
+                "MRISynthesisLib.training.train_baseline trains it into the user model cache).")
     return f"UNet baseline `{unet['id']}` ({(unet['parameters'] or 0) / 1e6:.2f} M parameters)."
 
 

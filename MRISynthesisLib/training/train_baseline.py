@@ -1,9 +1,17 @@
 """Train the deterministic UNet baseline of a task on phantoms and write it as a model folder.
 
-Reproducible command (the one recorded in the shipped card)::
+The baseline is a reference for ``mrisynthesis evaluate`` (model id ``<task>-unet-baseline``), not a product
+model, and is not bundled with the package (its 10.8 MB of weights kept the Slicer extension's checkout over
+100 MB). By default the model folder goes into the user model cache, ``ModelRegistry().models_dir``
+(``$MRISYNTHESIS_HOME/models/<task>-unet-baseline``, default ``~/.mrisynthesis/models/...``), where the
+registry, and so ``mrisynthesis evaluate``, finds it. The myelin-psr baseline of the README's tables
+(2.70 M parameters, 4000 steps in 34 CPU-minutes on one thread) is reproduced by::
 
     python -m MRISynthesisLib.training.train_baseline --task myelin-psr \\
-        --out MRISynthesisLib/model_store/bundled/myelin-psr-unet-baseline --subjects 16 --steps 600 --threads 1
+        --subjects 96 --steps 4000 --threads 1 --minutes 47
+
+``--out DIR`` writes the folder elsewhere instead (its name is the model id); ``mrisynthesis models install DIR``
+then copies it into the cache.
 
 Data: ``training.data.phantom_subjects`` with seeds ``--first-seed .. --first-seed + --subjects - 1`` (default
 0..47, the diffusion model's phantom stream and acquisition mix; the evaluation's held-out seeds start at
@@ -24,7 +32,15 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "model_store" / "bundled" / "myelin-psr-unet-baseline"
+from ..model_store.registry import ModelRegistry
+
+
+def default_out(task: str) -> Path:
+    """Where the baseline of ``task`` goes by default: ``<user model cache>/<task>-unet-baseline``, the folder
+    the registry (and ``mrisynthesis evaluate``) looks in; the cache honours ``$MRISYNTHESIS_HOME``."""
+    return ModelRegistry().models_dir / f"{task}-unet-baseline"
+
+
 # Parameters of the diffusion model the baseline is sized against: the default latent-residual myelin-psr
 # architecture (autoencoder + mean predictor + residual denoiser) counts 2.96 M parameters.
 DIFFUSION_PARAMETERS = 2_960_000
@@ -34,9 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m MRISynthesisLib.training.train_baseline",
         description="Train the deterministic 3D UNet regressor baseline on phantoms; writes card.json + "
-        "unet.safetensors (a model folder the registry can install).")
+        "unet.safetensors as a model folder, by default into the user model cache where 'mrisynthesis evaluate' "
+        "finds it (the baseline is not bundled with MRISynthesis).")
     parser.add_argument("--task", default="myelin-psr", help="task id (needs a training recipe in training.data)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="model folder to write (its name = model id)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="model folder to write (its name = model id); default: <task>-unet-baseline in the user "
+                        "model cache ($MRISYNTHESIS_HOME/models, default ~/.mrisynthesis/models), where "
+                        "'mrisynthesis evaluate' finds it")
     parser.add_argument("--subjects", type=int, default=48, help="training phantoms")
     parser.add_argument("--first-seed", type=int, default=0, help="seed of the first training phantom")
     parser.add_argument("--spacing", type=float, default=2.0, help="model grid spacing in mm")
@@ -58,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.out is None:
+        args.out = default_out(args.task)
     import numpy as np
     import torch
 
