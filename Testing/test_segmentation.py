@@ -92,6 +92,95 @@ def test_randomise_is_reproducible_zero_outside_and_keeps_lesions_bright():
     assert ratios[0.8] < ratios[1.2] and ratios[0.8] < 1.6 * 0.9
 
 
+def _block_phantom(shape=(32, 32, 32)):
+    """A WM cube with a CSF slab (a 'ventricle') through its middle and one lesion: fractions and brain."""
+    brain = np.zeros(shape, bool)
+    brain[2:-2, 2:-2, 2:-2] = True
+    csf = np.zeros(shape, np.float32)
+    csf[14:18, 6:-6, 6:-6] = 1.0
+    lesion = np.zeros(shape, np.float32)
+    lesion[5:9, 10:14, 10:14] = 1.0
+    fractions = {name: np.zeros(shape, np.float32) for name in augment.COMPARTMENTS}
+    fractions["csf"], fractions["lesion"] = csf, lesion
+    fractions["wm"] = (brain & (csf == 0) & (lesion == 0)).astype(np.float32)
+    return fractions, brain
+
+
+def test_periventricular_rim_brightens_white_matter_along_csf_only():
+    fractions, _brain = _block_phantom()
+    factor = augment.periventricular_rim(fractions, np.random.default_rng(1))
+    assert factor.min() == pytest.approx(1.0) and factor.max() > 1.04  # strength 5-35 %, patchy
+    wall = factor[13, 6:-6, 6:-6]  # white matter touching the CSF slab
+    assert wall.max() > 1.04
+    assert np.all(factor[fractions["csf"] > 0] == 1.0)  # CSF itself is untouched
+    assert np.all(factor[:, :, :2] == 1.0) and np.all(factor[3:8] == 1.0)  # > 4 mm away: untouched
+
+
+def test_texture_has_the_requested_amplitude_and_grain():
+    fine = augment.texture((48, 48, 48), np.random.default_rng(0), 0.06)
+    assert 0.03 < np.log(fine).std() < 0.09
+    coarse = augment.texture((48, 48, 48), np.random.default_rng(0), 0.06, grain_mm=(15.0, 30.0))
+    # Neighbouring voxels differ far less in a 15-30 mm grain than in a 2-6 mm one.
+    assert np.abs(np.diff(np.log(coarse), axis=0)).mean() < 0.5 * np.abs(np.diff(np.log(fine), axis=0)).mean()
+
+
+def test_regional_factor_scales_grey_matter_voxel_by_voxel_and_nothing_else():
+    """``randomise`` multiplies grey matter's factor by a coarse texture: ``tissue_contrast`` takes it per voxel."""
+    fractions, _brain = _block_phantom()
+    fractions["gm"], fractions["csf"] = fractions["csf"], np.zeros_like(fractions["csf"])
+    image = np.full(fractions["gm"].shape, 2.0, np.float32)
+    regional = augment.texture(image.shape, np.random.default_rng(4), 0.15, grain_mm=(15.0, 30.0))
+    out = augment.tissue_contrast(image, fractions, {"wm": 1.0, "gm": regional, "deep_gm": 1.0, "csf": 1.0,
+                                                     "lesion": 1.0})
+    gm = fractions["gm"] > 0
+    np.testing.assert_allclose(out[gm], 2.0 * regional[gm], rtol=1e-5)
+    wm_or_lesion = (fractions["wm"] + fractions["lesion"]) > 0
+    np.testing.assert_allclose(out[wm_or_lesion], 2.0, rtol=1e-6)
+
+
+def test_lesion_factor_puts_lesions_where_real_lesions_are_relative_to_grey_and_white_matter():
+    """Real FLAIR lesions are ~1.4x white matter (1.07-1.6 per lesion) and on T1w between grey and white matter
+    (ms-patient07); the phantom's physics makes them brighter on FLAIR and as dark as grey matter on T1w."""
+    fractions, _brain = _block_phantom()
+    fractions["gm"], fractions["csf"] = fractions["csf"], np.zeros_like(fractions["csf"])
+    levels = {"flair": {"wm": 1.0, "gm": 1.21, "lesion": 1.69}, "t1w": {"wm": 1.0, "gm": 0.77, "lesion": 0.69}}
+    factors = {"wm": 1.1, "gm": 0.9, "deep_gm": 1.0, "csf": 1.0}
+    for name, level in levels.items():
+        image = sum(fractions[t] * value for t, value in level.items()).astype(np.float32)
+        for draw in (0.0, 0.5, 1.0):
+            lesion = level["lesion"] * augment.lesion_factor(image, name, fractions, factors, draw)
+            wm, gm = level["wm"] * factors["wm"], level["gm"] * factors["gm"]
+            if name == "flair":
+                assert augment.LESION_FLAIR_RATIO[0] - 1e-6 <= lesion / wm <= augment.LESION_FLAIR_RATIO[1] + 1e-6
+            else:
+                position = (lesion - gm) / (wm - gm)
+                assert augment.LESION_T1_POSITION[0] - 1e-6 <= position <= augment.LESION_T1_POSITION[1] + 1e-6
+    empty = {**fractions, "lesion": np.zeros_like(fractions["lesion"])}
+    assert augment.lesion_factor(np.ones((32, 32, 32), np.float32), "flair", empty, factors, 0.5) == 1.0
+
+
+def test_real_like_randomisation_keeps_lesions_visible_and_is_a_training_option():
+    from MRISynthesisLib.segmentation.train import build_parser, randomisation_of
+
+    fractions, brain = _block_phantom()
+    fractions["gm"] = np.zeros_like(fractions["wm"])
+    fractions["gm"][2:-2, 2:-2, 24:30] = fractions["wm"][2:-2, 2:-2, 24:30]
+    fractions["wm"][2:-2, 2:-2, 24:30] = 0.0
+    flair = (fractions["wm"] + 1.21 * fractions["gm"] + 1.69 * fractions["lesion"] + 0.4 * fractions["csf"])
+    ratios = []
+    for seed in range(4):
+        image = augment.randomise({"flair": flair.astype(np.float32)}, fractions, brain, np.random.default_rng(seed),
+                                  **augment.REAL_LIKE)["flair"]
+        assert np.isfinite(image).all() and not image[~brain].any()
+        ratios.append(np.median(image[fractions["lesion"] > 0]) / np.median(image[fractions["wm"] > 0]))
+    assert all(1.0 < ratio < 2.0 for ratio in ratios), ratios
+    base = ["--run", "RUN"]
+    assert randomisation_of(build_parser().parse_args(base)) == {}  # 0.1.0's setting
+    assert randomisation_of(build_parser().parse_args([*base, "--randomisation", "real-like"])) == augment.REAL_LIKE
+    assert randomisation_of(build_parser().parse_args([*base, "--lesion-contrast", "0.8", "1.3"])) == {
+        "lesion_contrast": (0.8, 1.3)}
+
+
 def test_random_crop_pads_small_volumes_and_centres_on_lesions():
     rng = np.random.default_rng(0)
     channels = np.ones((2, 20, 30, 30), np.float32)

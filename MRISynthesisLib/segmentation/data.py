@@ -65,15 +65,15 @@ class CachedSubject:
 
 
 def randomised_channels(subject: CachedSubject, inputs: tuple[str, ...], percentiles: tuple[float, float],
-                        rng: np.random.Generator, drop_t1w: float = 0.0,
-                        lesion_contrast: tuple[float, float] = augment.LESION_CONTRAST_RANGE) -> np.ndarray:
+                        rng: np.random.Generator, drop_t1w: float = 0.0, randomisation: dict | None = None) -> np.ndarray:
     """``(len(inputs), D, H, W)`` float32: one randomised acquisition, normalised as at inference.
 
     ``t1w`` is MPRAGE or spin echo at random; with probability ``drop_t1w`` it is a channel of zeros (FLAIR alone).
+    ``randomisation``: keyword arguments of ``augment.randomise`` (its defaults when None).
     """
     sources = {"t1w": T1_SOURCES[int(rng.integers(len(T1_SOURCES)))], "flair": "flair"}
     images = augment.randomise({name: subject.images[sources[name]] for name in inputs}, subject.fractions,
-                               subject.brain, rng, lesion_contrast=lesion_contrast)
+                               subject.brain, rng, **(randomisation or {}))
     channels = []
     for name in inputs:
         if name == "t1w" and rng.random() < drop_t1w:

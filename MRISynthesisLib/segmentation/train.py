@@ -9,7 +9,8 @@ Reproducible command (the one recorded in the shipped card)::
 
 Data: ``--subjects`` wide-lesion-load MS phantoms at 1 mm (seeds from ``--first-seed``; anatomy from the label
 maps of ``--labels``, every 4th subject the MNI template), cached under ``<run>/cache``; every volume is
-randomised afresh (``augment.randomise``) and cut into crops centred on lesions 70 % of the time. Loss: Dice +
+randomised afresh (``augment.randomise``; ``--randomisation real-like`` for ``augment.REAL_LIKE``) and cut into
+crops centred on lesions 70 % of the time; ``--init-from ID`` starts from an installed segmenter. Loss: Dice +
 binary cross-entropy. AdamW with cosine decay, EMA weights exported (float16). The run is resumable: run the
 same command again to continue from ``<run>/checkpoint`` (``--steps`` can be raised to train longer).
 Held-out phantoms (seeds from ``HELDOUT_FIRST_SEED``) are scored on fixed crops during training
@@ -54,9 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=3000, help="optimiser steps (the cosine schedule's length)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     parser.add_argument("--drop-t1w", type=float, default=0.25, help="probability that a crop has no T1w channel")
-    parser.add_argument("--lesion-contrast", type=float, nargs=2, default=list(augment.LESION_CONTRAST_RANGE),
-                        metavar=("LOW", "HIGH"), help="range of the lesions' contrast factor relative to white "
-                        "matter's (below 1: subtler than the phantom's physics; real lesions of 30-100 voxels are)")
+    parser.add_argument("--randomisation", choices=("physics", "real-like"), default="physics",
+                        help="physics: lesions as conspicuous as the phantom's physics makes them or more (0.1.0); "
+                        "real-like: lesions at real lesions' contrast to grey and white matter, with tissue texture, "
+                        "regional grey matter brightness and periventricular rims (augment.REAL_LIKE)")
+    parser.add_argument("--lesion-contrast", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="with --randomisation physics: range of the lesions' contrast factor relative to white "
+                        "matter's (default 1.0 1.3; below 1: subtler than the physics)")
+    parser.add_argument("--init-from", metavar="ID", default=None, help="installed segmenter (e.g. "
+                        "ms-lesion-segmenter) whose weights start a new run (ignored when resuming)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the crop sampler")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of the training process")
     parser.add_argument("--workers", type=int, default=1, help="processes preparing randomised crops")
@@ -66,6 +73,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--real-case", type=Path, default=None, help="evaluation only: a folder with t1w, flair "
                         "and lesions NIfTI files (e.g. ../shared/data/real/ms-patient07) scored at export")
     return parser
+
+
+def randomisation_of(args) -> dict:
+    """Keyword arguments of ``augment.randomise`` for the training crops."""
+    randomisation = dict(augment.REAL_LIKE) if args.randomisation == "real-like" else {}
+    if args.lesion_contrast:
+        randomisation["lesion_contrast"] = tuple(args.lesion_contrast)
+    return randomisation
+
+
+def randomisation_text(args) -> str:
+    """How the card describes the training randomisation."""
+    randomisation = {"lesion_contrast": augment.LESION_CONTRAST_RANGE, **randomisation_of(args)}
+    if randomisation["lesion_contrast"] is None:
+        lesions = ("lesions {:g}-{:g}x white matter on FLAIR, {:g}-{:g} of the way from grey to white matter on T1w"
+                   .format(*augment.LESION_FLAIR_RATIO, *augment.LESION_T1_POSITION))
+    else:
+        lesions = "lesions x{:g}-{:g} of white matter's factor".format(*randomisation["lesion_contrast"])
+    extras = (", regional grey matter brightness, tissue texture, periventricular rims (augment.REAL_LIKE)"
+              if args.randomisation == "real-like" else "")
+    return f"contrast per tissue ({lesions}){extras}, resolution, bias, noise and gamma per volume"
 
 
 def subject_seeds(first: int, count: int) -> list[int]:
@@ -92,9 +120,9 @@ class CropStream(torch.utils.data.IterableDataset):
     acquisition of a random training subject every 4 batches, crops centred on lesions 70 % of the time."""
 
     def __init__(self, paths, architecture: SegmenterArchitecture, crop: int, batch: int, drop_t1w: float, seed,
-                 lesion_contrast: tuple[float, float] = augment.LESION_CONTRAST_RANGE):
+                 randomisation: dict | None = None):
         self.paths, self.architecture, self.crop, self.batch = paths, architecture, crop, batch
-        self.drop_t1w, self.seed, self.lesion_contrast = drop_t1w, seed, tuple(lesion_contrast)
+        self.drop_t1w, self.seed, self.randomisation = drop_t1w, seed, randomisation
 
     def __iter__(self):
         torch.set_num_threads(1)
@@ -103,7 +131,7 @@ class CropStream(torch.utils.data.IterableDataset):
         while True:
             subject = subjects[int(rng.integers(len(subjects)))]
             channels = randomised_channels(subject, self.architecture.inputs, self.architecture.percentiles, rng,
-                                           self.drop_t1w, self.lesion_contrast)
+                                           self.drop_t1w, self.randomisation)
             for _ in range(4):
                 crops = [random_crop(channels, subject.lesion, subject.brain, self.crop, rng, 0.7)
                          for _ in range(self.batch)]
@@ -112,7 +140,8 @@ class CropStream(torch.utils.data.IterableDataset):
 
 
 def fixed_heldout_crops(paths, architecture, crop: int, count: int = 16):
-    """Crops of held-out phantoms with a fixed randomisation: the held-out curve of ``log.jsonl``."""
+    """Crops of held-out phantoms with a fixed randomisation (``augment.randomise``'s defaults, as the export's
+    held-out benchmark): the held-out curve of ``log.jsonl``."""
     rng = np.random.default_rng(12345)
     crops = []
     for path in paths:
@@ -160,7 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4)
     ema = EMA({STEM: network}, decay=0.995)
     checkpoint_dir = args.run / "checkpoint"
-    state = load_checkpoint(checkpoint_dir, {STEM: network}, optimizer, ema) or {"step": 0, "seconds": 0.0}
+    state = load_checkpoint(checkpoint_dir, {STEM: network}, optimizer, ema)
+    if state is None and args.init_from:
+        from ..model_store.registry import ModelRegistry
+
+        weights = ModelRegistry().load_state_dicts(args.init_from)[STEM]  # sha256 verified
+        network.load_state_dict({key: value.float() for key, value in weights.items()}, strict=True)
+        ema = EMA({STEM: network}, decay=0.995)
+        print(f"started from the weights of {args.init_from}", flush=True)
+    state = state or {"step": 0, "seconds": 0.0}
     step, trained_seconds = int(state["step"]), float(state["seconds"])
     if step:
         print(f"resumed at step {step} ({trained_seconds / 60:.1f} training minutes)", flush=True)
@@ -168,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     heldout_crops = fixed_heldout_crops(heldout_paths[:4], architecture, args.crop)
     log = (args.run / "log.jsonl").open("a", encoding="utf-8")
     if not args.export_only and step < args.steps:
+        randomisation = randomisation_of(args)
         stream = CropStream(train_paths, architecture, args.crop, args.batch, args.drop_t1w, [args.seed, step],
-                            args.lesion_contrast)
+                            randomisation)
         loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=args.workers,
                                              prefetch_factor=4 if args.workers else None)
         session_start = time.monotonic()
@@ -243,7 +281,7 @@ def export(args, architecture: SegmenterArchitecture, network, steps: int, secon
         "licence": "Apache-2.0",
         "training": {"data": f"{len(train_seeds)} MS phantoms (wide lesion load) at 1 mm, anatomy from "
                              f"{'the label maps of ' + str(args.labels) if args.labels else 'MNI'} and MNI, randomised "
-                             "contrast, resolution, bias, noise and gamma per volume",
+                             + randomisation_text(args),
                      "command": command, "steps": steps, "duration_s": round(seconds, 1),
                      "hardware": f"{platform.machine()}, {args.threads} CPU thread(s) + {args.workers} data worker(s)",
                      "seeds": [train_seeds[0], train_seeds[-1]], "heldout_seeds": [HELDOUT_FIRST_SEED,
