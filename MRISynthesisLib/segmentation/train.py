@@ -139,14 +139,15 @@ class CropStream(torch.utils.data.IterableDataset):
                        torch.from_numpy(np.stack([m for _, m in crops]))[:, None])
 
 
-def fixed_heldout_crops(paths, architecture, crop: int, count: int = 16):
-    """Crops of held-out phantoms with a fixed randomisation (``augment.randomise``'s defaults, as the export's
-    held-out benchmark): the held-out curve of ``log.jsonl``."""
+def fixed_heldout_crops(paths, architecture, crop: int, count: int = 16, randomisation: dict | None = None):
+    """Crops of held-out phantoms with a fixed randomisation in the run's own setting (``randomisation``: keyword
+    arguments of ``augment.randomise``, its defaults when None): the held-out curve of ``log.jsonl``."""
     rng = np.random.default_rng(12345)
     crops = []
     for path in paths:
         subject = CachedSubject.load(path)
-        channels = randomised_channels(subject, architecture.inputs, architecture.percentiles, rng)
+        channels = randomised_channels(subject, architecture.inputs, architecture.percentiles, rng,
+                                       randomisation=randomisation)
         crops += [random_crop(channels, subject.lesion, subject.brain, crop, rng) for _ in range(count // len(paths))]
     return crops
 
@@ -202,10 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     if step:
         print(f"resumed at step {step} ({trained_seconds / 60:.1f} training minutes)", flush=True)
     loss_function = DiceCELoss(sigmoid=True, batch=True)
-    heldout_crops = fixed_heldout_crops(heldout_paths[:4], architecture, args.crop)
+    randomisation = randomisation_of(args)  # the training crops' setting, and the held-out curve's
+    heldout_crops = fixed_heldout_crops(heldout_paths[:4], architecture, args.crop, randomisation=randomisation)
     log = (args.run / "log.jsonl").open("a", encoding="utf-8")
     if not args.export_only and step < args.steps:
-        randomisation = randomisation_of(args)
         stream = CropStream(train_paths, architecture, args.crop, args.batch, args.drop_t1w, [args.seed, step],
                             randomisation)
         loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=args.workers,
