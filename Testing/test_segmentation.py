@@ -139,8 +139,9 @@ def test_regional_factor_scales_grey_matter_voxel_by_voxel_and_nothing_else():
 
 
 def test_lesion_factor_puts_lesions_where_real_lesions_are_relative_to_grey_and_white_matter():
-    """Real FLAIR lesions are ~1.4x white matter (1.07-1.6 per lesion) and on T1w between grey and white matter
-    (ms-patient07); the phantom's physics makes them brighter on FLAIR and as dark as grey matter on T1w."""
+    """Real FLAIR lesions are ~1.4x white matter and on T1w between grey and white matter (ms-patient07,
+    benchmarks/lesion_contrast.py); the phantom's physics makes them brighter on FLAIR and as dark as grey matter
+    on T1w."""
     fractions, _brain = _block_phantom()
     fractions["gm"], fractions["csf"] = fractions["csf"], np.zeros_like(fractions["csf"])
     levels = {"flair": {"wm": 1.0, "gm": 1.21, "lesion": 1.69}, "t1w": {"wm": 1.0, "gm": 0.77, "lesion": 0.69}}

@@ -3,7 +3,11 @@
 1. Lesion contrast: for each lesion of 10-300 voxels (face-connected components of the truth), its mean over the
    median of a 4-voxel shell around it (brain, other lesions excluded), on FLAIR and T1w (MPRAGE for phantoms):
    the real case against clean validation phantoms (seeds from 60000, as in ``lesion_failure_analysis.py``).
-2. White-matter fine texture: FLAIR smoothed with sigma 1 voxel, divided by the white-matter median, 5th and 95th
+2. Tissue levels (what ``segmentation.augment.REAL_LIKE`` is built on): FLAIR grey matter and lesions over white
+   matter's median, and each lesion's T1w position between grey (0) and white matter (1), per lesion of >= 10
+   voxels. Real case: tissue classes from a 3-level Otsu split of the T1w in the brain (eroded by one voxel,
+   lesions excluded); phantoms: fractions > 0.95.
+3. White-matter fine texture: FLAIR smoothed with sigma 1 voxel, divided by the white-matter median, 5th and 95th
    percentile inside eroded white matter (real case: T1w above its 70th brain percentile, away from lesions;
    phantoms: white-matter fraction > 0.95).
 
@@ -40,6 +44,31 @@ def lesion_ratios(images: dict[str, np.ndarray], lesions: np.ndarray, brain: np.
     return ratios
 
 
+def tissue_levels(flair: np.ndarray, t1w: np.ndarray, white: np.ndarray, grey: np.ndarray,
+                  lesions: np.ndarray) -> dict:
+    """FLAIR grey matter and lesions over white matter (medians); T1w position of each lesion of >= 10 voxels
+    between grey (0) and white matter (1) medians."""
+    flair_wm, t1_wm, t1_gm = (float(np.median(image[mask])) for image, mask in
+                              ((flair, white), (t1w, white), (t1w, grey)))
+    labels, count = ndimage.label(lesions)
+    positions = [(float(np.median(t1w[labels == i])) - t1_gm) / (t1_wm - t1_gm) for i in range(1, count + 1)
+                 if (labels == i).sum() >= 10]
+    return {"flair_gm_over_wm": round(float(np.median(flair[grey])) / flair_wm, 3),
+            "flair_lesion_over_wm": round(float(np.median(flair[lesions])) / flair_wm, 3),
+            "t1w_gm_over_wm": round(t1_gm / t1_wm, 3), "t1w_lesion_position": summary(positions)}
+
+
+def real_tissue_classes(t1w: np.ndarray, brain: np.ndarray, lesions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(white, grey) masks of a real case from a 3-level Otsu split of the T1w, eroded, lesions excluded."""
+    from skimage.filters import threshold_multiotsu
+
+    low, high = threshold_multiotsu(t1w[brain & ~lesions], classes=3)
+    inside = ndimage.binary_erosion(brain, iterations=2) & ~ndimage.binary_dilation(lesions, iterations=2)
+    white = ndimage.binary_erosion(t1w > high) & inside
+    grey = ndimage.binary_erosion((t1w > low) & (t1w <= high)) & inside
+    return white, grey
+
+
 def texture(flair: np.ndarray, white: np.ndarray) -> list[float]:
     """5th and 95th percentile of the sigma-1 smoothed FLAIR over its median, in eroded white matter."""
     white = ndimage.binary_erosion(white, iterations=2)
@@ -73,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     white = brain & ~ndimage.binary_dilation(truth, iterations=3) & (t1w.array > np.percentile(t1w.array[brain], 70))
     report = {"real_case": args.real.name,
               "real": {"flair": summary(real["flair"]), "t1w": summary(real["t1w"]),
+                       "levels": tissue_levels(flair.array, t1w.array, *real_tissue_classes(t1w.array, brain, truth),
+                                               truth),
                        "wm_texture_p5_p95": texture(flair.array, white)}, "phantoms": []}
     with tempfile.TemporaryDirectory() as temporary:
         cache = args.cache or Path(temporary)
@@ -82,12 +113,19 @@ def main(argv: list[str] | None = None) -> int:
             ratios = lesion_ratios({"flair": subject.images["flair"], "t1w": subject.images["mprage"]},
                                    subject.lesion, subject.brain)
             white = (subject.fractions["wm"] > 0.95) & ~ndimage.binary_dilation(subject.lesion, iterations=3)
+            levels = tissue_levels(subject.images["flair"], subject.images["mprage"], subject.fractions["wm"] > 0.95,
+                                   subject.fractions["gm"] > 0.95, subject.lesion)
             report["phantoms"].append({"seed": seed, "flair": summary(ratios["flair"]), "t1w": summary(ratios["t1w"]),
-                                       "wm_texture_p5_p95": texture(subject.images["flair"], white)})
-    print(f"{'data':<16} {'FLAIR lesion/shell':>22} {'T1w lesion/shell':>20} {'WM texture p5-p95':>20}")
+                                       "levels": levels, "wm_texture_p5_p95": texture(subject.images["flair"], white)})
+    print(f"{'data':<16} {'FLAIR lesion/shell':>22} {'T1w lesion/shell':>20} {'WM texture p5-p95':>20} "
+          f"{'FLAIR GM/WM':>11} {'FLAIR les/WM':>12} {'T1w GM/WM':>9} {'T1w lesion position':>20}")
     for name, row in [(args.real.name, report["real"])] + [(str(r["seed"]), r) for r in report["phantoms"]]:
         cells = [f"{row[k].get('median', float('nan')):.2f} (n={row[k]['lesions']})" for k in ("flair", "t1w")]
-        print(f"{name:<16} {cells[0]:>22} {cells[1]:>20} {str(row['wm_texture_p5_p95']):>20}")
+        levels = row["levels"]
+        position = levels["t1w_lesion_position"]
+        print(f"{name:<16} {cells[0]:>22} {cells[1]:>20} {str(row['wm_texture_p5_p95']):>20} "
+              f"{levels['flair_gm_over_wm']:11.2f} {levels['flair_lesion_over_wm']:12.2f} {levels['t1w_gm_over_wm']:9.2f} "
+              f"{position.get('median', float('nan')):8.2f} {str(position.get('p25_p75', '')):>11}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

@@ -27,9 +27,9 @@ conspicuous than the physics makes them (``--lesion-contrast`` of the training s
 Those defaults made a segmenter (0.1.0) that missed most real lesions: ``benchmarks/lesion_contrast.py`` measured
 lesion/shell FLAIR ratios of 1.26 (IQR 1.20-1.36) on ms-patient07 against 1.47-1.65 on clean phantoms, and a
 white-matter texture (FLAIR smoothed 1 voxel, p5-p95 over the median) of 0.89-1.09 real against 0.99-1.01. The
-setting ``REAL_LIKE`` therefore sets the lesions' level from the real case's tissue contrasts (measured on
-ms-patient07 against a 3-class split of the T1w: FLAIR lesion/WM 1.40, GM/WM 1.20; T1w WM 364, lesions 292, GM
-249, i.e. lesions ~40 % of the way from GM to WM, while the phantom's are as dark as GM), and gives grey matter a
+setting ``REAL_LIKE`` therefore sets the lesions' level from the real case's tissue levels (the same benchmark,
+3-level Otsu split of the T1w: FLAIR lesion/WM 1.40, GM/WM 1.21; on T1w lesions a median 0.51 of the way from GM
+to WM, while most phantoms' are as dark as their GM or darker), and gives grey matter a
 regional brightness, every tissue a texture of real amplitude and FLAIR periventricular rims, so that bright
 patches that are not focal lesions are seen as negatives. It is a benchmark condition (0.1.0 scores Dice 0.17 on
 it against 0.76 with the defaults) and a training option (``--randomisation real-like``); fine-tunes of 0.1.0 with
@@ -46,8 +46,8 @@ from ..phantom.fields import smooth_field
 COMPARTMENTS = ("wm", "gm", "deep_gm", "csf", "lesion")
 CONTRAST_RANGE = (0.85, 1.2)  # per healthy compartment, relative to the physics signal
 LESION_CONTRAST_RANGE = (1.0, 1.3)  # lesions, relative to white matter's factor: as conspicuous or more
-LESION_FLAIR_RATIO = (1.12, 1.7)  # REAL_LIKE: lesion level / white matter's on FLAIR (real: 1.40, per lesion 1.07-1.6)
-LESION_T1_POSITION = (0.2, 0.8)  # REAL_LIKE: lesion level on T1w between grey (0) and white matter (1) (real: ~0.5)
+LESION_FLAIR_RATIO = (1.12, 1.7)  # REAL_LIKE: lesion level / white matter's on FLAIR (ms-patient07: 1.40)
+LESION_T1_POSITION = (0.2, 0.8)  # REAL_LIKE: lesion level on T1w from grey (0) to white matter (1) (real: 0.29-0.73)
 REAL_LIKE = {"lesion_contrast": None, "texture_std": (0.02, 0.08), "regional_std": (0.0, 0.15),
              "rim_probability": 0.5}  # keyword arguments of ``randomise``: log stds of texture and regional factor
 
