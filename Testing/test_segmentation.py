@@ -178,8 +178,29 @@ def test_real_like_randomisation_keeps_lesions_visible_and_is_a_training_option(
     base = ["--run", "RUN"]
     assert randomisation_of(build_parser().parse_args(base)) == {}  # 0.1.0's setting
     assert randomisation_of(build_parser().parse_args([*base, "--randomisation", "real-like"])) == augment.REAL_LIKE
+    assert randomisation_of(build_parser().parse_args([*base, "--randomisation", "real-like-t1"])) == {
+        **augment.REAL_LIKE, "t1_grey_white": augment.T1_GREY_WHITE}
     assert randomisation_of(build_parser().parse_args([*base, "--lesion-contrast", "0.8", "1.3"])) == {
         "lesion_contrast": (0.8, 1.3)}
+
+
+def test_t1_grey_white_ratio_is_set_and_only_on_t1w():
+    fractions, brain = _block_phantom()
+    fractions["gm"] = np.zeros_like(fractions["wm"])
+    fractions["gm"][2:-2, 2:-2, 24:30] = fractions["wm"][2:-2, 2:-2, 24:30]
+    fractions["wm"][2:-2, 2:-2, 24:30] = 0.0
+    image = (fractions["wm"] + 0.8 * fractions["gm"] + 0.7 * fractions["lesion"] + 0.2 * fractions["csf"])
+    grey, white = fractions["gm"] > 0, fractions["wm"] > 0
+
+    def ratio(name, target, seed):
+        out = augment.randomise({name: image.astype(np.float32)}, fractions, brain, np.random.default_rng(seed),
+                                t1_grey_white=(target, target))[name]
+        return np.median(out[grey]) / np.median(out[white])
+
+    for seed in range(3):
+        assert ratio("t1w", 0.6, seed) < ratio("t1w", 0.85, seed)  # same random stream, only the target differs
+        assert 0.45 < ratio("t1w", 0.6, seed) < 0.75
+        assert ratio("flair", 0.6, seed) == ratio("flair", 0.85, seed)  # other images keep independent factors
 
 
 def test_random_crop_pads_small_volumes_and_centres_on_lesions():

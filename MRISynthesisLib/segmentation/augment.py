@@ -50,6 +50,8 @@ LESION_FLAIR_RATIO = (1.12, 1.7)  # REAL_LIKE: lesion level / white matter's on 
 LESION_T1_POSITION = (0.2, 0.8)  # REAL_LIKE: lesion level on T1w from grey (0) to white matter (1) (real: 0.29-0.73)
 REAL_LIKE = {"lesion_contrast": None, "texture_std": (0.02, 0.08), "regional_std": (0.0, 0.15),
              "rim_probability": 0.5}  # keyword arguments of ``randomise``: log stds of texture and regional factor
+# T1w grey/white ratio kept in the range of real T1-weighted scans (ms-patient07: 0.68), lesions between
+T1_GREY_WHITE = (0.6, 0.85)
 
 
 def tissue_contrast(image: np.ndarray, fractions: dict[str, np.ndarray],
@@ -128,7 +130,8 @@ def randomise(images: dict[str, np.ndarray], fractions: dict[str, np.ndarray], b
               contrast_range: tuple[float, float] = CONTRAST_RANGE,
               texture_std: tuple[float, float] = (0.0, 0.0),
               regional_std: tuple[float, float] = (0.0, 0.0),
-              rim_probability: float = 0.0) -> dict[str, np.ndarray]:
+              rim_probability: float = 0.0,
+              t1_grey_white: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
     """A randomised acquisition of each clean image (float32, same shape); outside ``brain`` 0.
 
     Each image gets its own contrast factors, texture, blur, bias field, noise and gamma (they come from
@@ -137,13 +140,18 @@ def randomise(images: dict[str, np.ndarray], fractions: dict[str, np.ndarray], b
     the lesions' level from real lesions' contrasts (``lesion_factor``);
     ``contrast_range``: range of each healthy compartment's factor; ``texture_std``: range of the texture's log
     std; ``regional_std``: range of the log std of grey matter's regional factor; ``rim_probability``: chance
-    that a FLAIR gets a periventricular rim. The defaults are 0.1.0's training and benchmark setting (regional
+    that a FLAIR gets a periventricular rim; ``t1_grey_white``: range of the T1w's grey/white ratio (grey
+    matter's factor is set to reach it; None: independent factors). The defaults are 0.1.0's training and benchmark setting (regional
     factor, texture and rim are off and draw nothing, so the random stream is the one 0.1.0 saw); ``**REAL_LIKE``
     switches all of them on.
     """
     out = {}
     for name, image in images.items():
         factors = {t: float(rng.uniform(*contrast_range)) for t in COMPARTMENTS}
+        if t1_grey_white is not None and name == "t1w":
+            grey, white = pure_level(image, fractions["gm"]), pure_level(image, fractions["wm"])
+            if grey and white:
+                factors["gm"] = factors["wm"] * float(rng.uniform(*t1_grey_white)) * white / grey
         if lesion_contrast is None:
             factors["lesion"] = lesion_factor(image, name, fractions, factors, float(rng.random()))
         else:

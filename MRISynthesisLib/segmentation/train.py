@@ -39,6 +39,8 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "model_store" / "bundled" / 
 COMMAND_PREFIX = "python -m MRISynthesisLib.segmentation.train "
 TRAIN_FIRST_SEED = 40_000
 HELDOUT_FIRST_SEED = 50_000
+RANDOMISATIONS = {"physics": {}, "real-like": augment.REAL_LIKE,
+                  "real-like-t1": {**augment.REAL_LIKE, "t1_grey_white": augment.T1_GREY_WHITE}}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,10 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=3000, help="optimiser steps (the cosine schedule's length)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     parser.add_argument("--drop-t1w", type=float, default=0.25, help="probability that a crop has no T1w channel")
-    parser.add_argument("--randomisation", choices=("physics", "real-like"), default="physics",
+    parser.add_argument("--randomisation", choices=tuple(RANDOMISATIONS), default="physics",
                         help="physics: lesions as conspicuous as the phantom's physics makes them or more (0.1.0); "
                         "real-like: lesions at real lesions' contrast to grey and white matter, with tissue texture, "
-                        "regional grey matter brightness and periventricular rims (augment.REAL_LIKE)")
+                        "regional grey matter brightness and periventricular rims (augment.REAL_LIKE); "
+                        "real-like-t1: the same with the T1w's grey/white ratio kept in augment.T1_GREY_WHITE")
     parser.add_argument("--lesion-contrast", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                         help="with --randomisation physics: range of the lesions' contrast factor relative to white "
                         "matter's (default 1.0 1.3; below 1: subtler than the physics)")
@@ -77,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def randomisation_of(args) -> dict:
     """Keyword arguments of ``augment.randomise`` for the training crops."""
-    randomisation = dict(augment.REAL_LIKE) if args.randomisation == "real-like" else {}
+    randomisation = dict(RANDOMISATIONS[args.randomisation])
     if args.lesion_contrast:
         randomisation["lesion_contrast"] = tuple(args.lesion_contrast)
     return randomisation
@@ -91,8 +94,10 @@ def randomisation_text(args) -> str:
                    .format(*augment.LESION_FLAIR_RATIO, *augment.LESION_T1_POSITION))
     else:
         lesions = "lesions x{:g}-{:g} of white matter's factor".format(*randomisation["lesion_contrast"])
-    extras = (", regional grey matter brightness, tissue texture, periventricular rims (augment.REAL_LIKE)"
-              if args.randomisation == "real-like" else "")
+    extras = {"physics": "", "real-like": ", regional grey matter brightness, tissue texture, periventricular rims "
+              "(augment.REAL_LIKE)", "real-like-t1": ", regional grey matter brightness, tissue texture, periventricular "
+              "rims, T1w grey/white {:g}-{:g} (augment.REAL_LIKE, t1_grey_white)".format(*augment.T1_GREY_WHITE)}[
+        args.randomisation]
     return f"contrast per tissue ({lesions}){extras}, resolution, bias, noise and gamma per volume"
 
 
