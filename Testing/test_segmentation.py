@@ -92,8 +92,9 @@ def test_randomise_is_reproducible_zero_outside_and_keeps_lesions_bright():
     assert ratios[0.8] < ratios[1.2] and ratios[0.8] < 1.6 * 0.9
 
 
-def _block_phantom(shape=(32, 32, 32)):
-    """A WM cube with a CSF slab (a 'ventricle') through its middle and one lesion: fractions and brain."""
+def _block_phantom(shape=(32, 32, 32), grey: bool = False):
+    """A WM cube with a CSF slab (a 'ventricle') through its middle and one lesion (and with ``grey`` a grey
+    matter slab at x 24-29): fractions and brain."""
     brain = np.zeros(shape, bool)
     brain[2:-2, 2:-2, 2:-2] = True
     csf = np.zeros(shape, np.float32)
@@ -103,6 +104,9 @@ def _block_phantom(shape=(32, 32, 32)):
     fractions = {name: np.zeros(shape, np.float32) for name in augment.COMPARTMENTS}
     fractions["csf"], fractions["lesion"] = csf, lesion
     fractions["wm"] = (brain & (csf == 0) & (lesion == 0)).astype(np.float32)
+    if grey:
+        fractions["gm"][..., 24:30] = fractions["wm"][..., 24:30]
+        fractions["wm"][..., 24:30] = 0.0
     return fractions, brain
 
 
@@ -163,10 +167,7 @@ def test_lesion_factor_puts_lesions_where_real_lesions_are_relative_to_grey_and_
 def test_real_like_randomisation_keeps_lesions_visible_and_is_a_training_option():
     from MRISynthesisLib.segmentation.train import build_parser, randomisation_of
 
-    fractions, brain = _block_phantom()
-    fractions["gm"] = np.zeros_like(fractions["wm"])
-    fractions["gm"][2:-2, 2:-2, 24:30] = fractions["wm"][2:-2, 2:-2, 24:30]
-    fractions["wm"][2:-2, 2:-2, 24:30] = 0.0
+    fractions, brain = _block_phantom(grey=True)
     flair = (fractions["wm"] + 1.21 * fractions["gm"] + 1.69 * fractions["lesion"] + 0.4 * fractions["csf"])
     ratios = []
     for seed in range(4):
@@ -185,10 +186,7 @@ def test_real_like_randomisation_keeps_lesions_visible_and_is_a_training_option(
 
 
 def test_t1_grey_white_ratio_is_set_and_only_on_t1w():
-    fractions, brain = _block_phantom()
-    fractions["gm"] = np.zeros_like(fractions["wm"])
-    fractions["gm"][2:-2, 2:-2, 24:30] = fractions["wm"][2:-2, 2:-2, 24:30]
-    fractions["wm"][2:-2, 2:-2, 24:30] = 0.0
+    fractions, brain = _block_phantom(grey=True)
     image = (fractions["wm"] + 0.8 * fractions["gm"] + 0.7 * fractions["lesion"] + 0.2 * fractions["csf"])
     grey, white = fractions["gm"] > 0, fractions["wm"] > 0
 
