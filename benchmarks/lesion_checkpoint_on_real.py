@@ -3,7 +3,8 @@
 Checkpoints are overwritten every 250 steps, so each call also keeps the scored EMA weights as
 ``<run>/snapshots/step-<N>.safetensors`` (float16, as exported) and appends the scores to
 ``<run>/real_case.jsonl``: a run can then be compared checkpoint by checkpoint on the real case and any snapshot
-exported later. The real case is validation data: choose between checkpoints with it, report the held-out
+exported later. The network is ``SegmenterArchitecture()``, the one ``segmentation.train`` builds for crops up
+to 96 voxels. The real case is validation data: choose between checkpoints with it, report the held-out
 phantoms and unseen real cases beside it.
 
 Usage: ``python benchmarks/lesion_checkpoint_on_real.py RUN [RUN ...] [--real ../shared/data/real/ms-patient07]

@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         levels = row["levels"]
         position = levels["t1w_lesion_position"]
         print(f"{name:<16} {cells[0]:>22} {cells[1]:>20} {str(row['wm_texture_p5_p95']):>20} "
-              f"{levels['flair_gm_over_wm']:11.2f} {levels['flair_lesion_over_wm']:12.2f} {levels['t1w_gm_over_wm']:9.2f} "
+              f"{levels['flair_gm_over_wm']:11.2f} {levels['flair_lesion_over_wm']:12.2f} "
+              f"{levels['t1w_gm_over_wm']:9.2f} "
               f"{position.get('median', float('nan')):8.2f} {str(position.get('p25_p75', '')):>11}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

@@ -11,7 +11,7 @@ relative brightness. Per training volume (``randomise``), in acquisition order:
 1b. with ``**REAL_LIKE`` only, anatomy that is not lesion (hard negatives): grey matter brighter or darker by
    region (15-30 mm grain: real hippocampi, amygdalae and insulae are FLAIR-brighter than the rest of the
    cortex), a multiplicative tissue texture (2-6 mm grain) and, on FLAIR, a patchy periventricular rim/cap
-   brightening, none labelled;
+   brightening, none labelled (``t1_grey_white`` can also keep the T1w's grey/white ratio in a real range);
 2. resolution: Gaussian blur along one axis (slice thickness 1.5-5 mm, a third of the images) and a little
    in-plane;
 3. bias field: smooth multiplicative, log std up to 0.3;
@@ -141,9 +141,9 @@ def randomise(images: dict[str, np.ndarray], fractions: dict[str, np.ndarray], b
     ``contrast_range``: range of each healthy compartment's factor; ``texture_std``: range of the texture's log
     std; ``regional_std``: range of the log std of grey matter's regional factor; ``rim_probability``: chance
     that a FLAIR gets a periventricular rim; ``t1_grey_white``: range of the T1w's grey/white ratio (grey
-    matter's factor is set to reach it; None: independent factors). The defaults are 0.1.0's training and benchmark setting (regional
-    factor, texture and rim are off and draw nothing, so the random stream is the one 0.1.0 saw); ``**REAL_LIKE``
-    switches all of them on.
+    matter's factor is set to reach it; None: independent factors). The defaults are 0.1.0's training and
+    benchmark setting (regional factor, texture and rim are off and draw nothing, so the random stream is the one
+    0.1.0 saw); ``**REAL_LIKE`` switches them on.
     """
     out = {}
     for name, image in images.items():

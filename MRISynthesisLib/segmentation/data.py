@@ -65,7 +65,8 @@ class CachedSubject:
 
 
 def randomised_channels(subject: CachedSubject, inputs: tuple[str, ...], percentiles: tuple[float, float],
-                        rng: np.random.Generator, drop_t1w: float = 0.0, randomisation: dict | None = None) -> np.ndarray:
+                        rng: np.random.Generator, drop_t1w: float = 0.0,
+                        randomisation: dict | None = None) -> np.ndarray:
     """``(len(inputs), D, H, W)`` float32: one randomised acquisition, normalised as at inference.
 
     ``t1w`` is MPRAGE or spin echo at random; with probability ``drop_t1w`` it is a channel of zeros (FLAIR alone).

@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "regional grey matter brightness and periventricular rims (augment.REAL_LIKE); "
                         "real-like-t1: the same with the T1w's grey/white ratio kept in augment.T1_GREY_WHITE")
     parser.add_argument("--lesion-contrast", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                        help="with --randomisation physics: range of the lesions' contrast factor relative to white "
-                        "matter's (default 1.0 1.3; below 1: subtler than the physics)")
+                        help="range of the lesions' contrast factor relative to white matter's, instead of the "
+                        "setting's (physics: 1.0 1.3; below 1: subtler than the physics)")
     parser.add_argument("--init-from", metavar="ID", default=None, help="installed segmenter (e.g. "
                         "ms-lesion-segmenter) whose weights start a new run (ignored when resuming)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the crop sampler")
@@ -94,11 +94,12 @@ def randomisation_text(args) -> str:
                    .format(*augment.LESION_FLAIR_RATIO, *augment.LESION_T1_POSITION))
     else:
         lesions = "lesions x{:g}-{:g} of white matter's factor".format(*randomisation["lesion_contrast"])
-    extras = {"physics": "", "real-like": ", regional grey matter brightness, tissue texture, periventricular rims "
-              "(augment.REAL_LIKE)", "real-like-t1": ", regional grey matter brightness, tissue texture, periventricular "
-              "rims, T1w grey/white {:g}-{:g} (augment.REAL_LIKE, t1_grey_white)".format(*augment.T1_GREY_WHITE)}[
-        args.randomisation]
-    return f"contrast per tissue ({lesions}){extras}, resolution, bias, noise and gamma per volume"
+    extras = ", regional grey matter brightness, tissue texture, periventricular rims" if randomisation.get(
+        "rim_probability") else ""
+    if randomisation.get("t1_grey_white"):
+        extras += ", T1w grey/white {:g}-{:g}".format(*randomisation["t1_grey_white"])
+    return (f"contrast per tissue ({lesions}){extras}, resolution, bias, noise and gamma per volume "
+            f"(--randomisation {args.randomisation})")
 
 
 def subject_seeds(first: int, count: int) -> list[int]:
