@@ -111,3 +111,54 @@ def test_soft_threshold_dice_scores_the_rule_and_punishes_false_core():
     assert rule_channel("stroke-dwi-adc") == (1, 1.0, 0.62)  # ADC is the second output, in 1e-3 mm^2/s
     with pytest.raises(Exception, match="no threshold rule"):
         rule_channel("myelin-psr")
+
+
+def test_threshold_margin_leaves_a_correct_map_alone_where_the_soft_dice_pushes_it():
+    from MRISynthesisLib.training.losses import soft_threshold_dice_loss, threshold_margin_loss
+
+    lesion = torch.zeros(1, 1, 8, 8, 8)
+    lesion[..., 2:5, 2:5, 2:5] = 1
+    brain = torch.ones_like(lesion)
+    truth = torch.where(lesion > 0, 0.45, 0.75)  # normal white matter just above the 0.62 threshold
+    exact = truth.clone().requires_grad_(True)
+    assert float(threshold_margin_loss(exact.detach(), truth, lesion, brain, 0.62)) == 0.0
+    soft_threshold_dice_loss(exact, lesion, brain, 0.62).backward()
+    assert float(exact.grad[lesion == 0].min()) < 0  # the soft Dice raises correct normal tissue (0.2.0's bias)
+
+    wrong = truth.clone()
+    wrong[..., 5:8, 2:5, 2:5] = 0.55  # penumbra predicted as core
+    wrong[..., 2, 2, 2] = 0.70  # a core voxel predicted as normal
+    wrong.requires_grad_(True)
+    loss = threshold_margin_loss(wrong, truth, lesion, brain, 0.62)
+    loss.backward()
+    # (missed 0.70 - 0.59 + 27 false voxels x (0.65 - 0.55)) / (27 lesion + 27 false voxels)
+    assert float(loss) == pytest.approx((0.11 + 27 * 0.10) / 54, abs=1e-5)
+    moved = wrong.grad != 0
+    assert int(moved.sum()) == 27 + 1  # only the violating voxels
+    assert float(wrong.grad[..., 5:8, 2:5, 2:5].max()) < 0 and float(wrong.grad[..., 2, 2, 2]) > 0
+
+
+def test_freeze_denoiser_trains_the_predictor_of_an_installed_model_only(stroke_model, tmp_path, monkeypatch):
+    from MRISynthesisLib.errors import InputError
+    from MRISynthesisLib.model_store.registry import ModelRegistry
+    from MRISynthesisLib.training.latent_residual import train
+    from MRISynthesisLib.training.checkpoint import load_weights
+
+    _, _, home = stroke_model
+    monkeypatch.setenv("MRISYNTHESIS_HOME", str(home))
+    with pytest.raises(InputError, match="--init-from"):
+        _config(tmp_path, "latent", freeze_denoiser=True)
+    train(_config(tmp_path, "autoencoder"))
+    final = train(_config(tmp_path, "latent", steps=4, init_from="stroke-dwi-adc", freeze_denoiser=True,
+                          rule_weight=1.0, rule_loss="margin", image_weight=1.0, lesion_crops=1.0))
+    installed = {stem: {k: v.float() for k, v in state.items()}
+                 for stem, state in ModelRegistry().load_state_dicts("stroke-dwi-adc").items()}
+    denoiser = load_weights(tmp_path / "latent" / "final" / "denoiser.safetensors")
+    predictor = load_weights(tmp_path / "latent" / "final" / "predictor.safetensors")
+    assert all(torch.equal(denoiser[k], installed["denoiser"][k]) for k in installed["denoiser"])
+    assert any(not torch.equal(predictor[k], installed["predictor"][k]) for k in installed["predictor"])
+    assert "diffusion" not in final["history"][-1] and final["history"][-1]["rule"] >= 0.0
+    assert final["architecture_update"]["residual_scale"] == pytest.approx(
+        ModelRegistry().card("stroke-dwi-adc").architecture["residual_scale"], rel=1e-5)
+    with pytest.raises(InputError, match="--rule-loss"):
+        _config(tmp_path, "latent", rule_loss="hinge")

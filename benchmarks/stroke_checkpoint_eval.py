@@ -48,7 +48,9 @@ def evaluate_run(run: Path, subjects) -> dict:
                      "dwi_psnr": metrics.percentile_psnr(dwi, sample.target[0], brain)})
     config = state["config"]
     return {"run": str(run), "step": state["step"],
-            "losses": {k: config[k] for k in ("lesion_crops", "image_weight", "lesion_weight", "rule_weight")},
+            "losses": {k: config.get(k, default) for k, default in (
+                ("lesion_crops", 0.0), ("image_weight", 0.0), ("lesion_weight", 0.0), ("rule_weight", 0.0),
+                ("rule_loss", "dice"), ("freeze_denoiser", False))},
             **{key: float(np.mean([r[key] for r in rows])) for key in rows[0]}}
 
 

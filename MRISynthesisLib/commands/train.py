@@ -70,8 +70,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--lesion-weight", type=float, default=0.0, help="latent stage (latent-residual): weight of "
                         "the L1 of the decoded mean prediction in the lesion (LAPT's lesion-masked loss)")
     parser.add_argument("--rule-weight", type=float, default=0.0, help="latent stage (latent-residual): weight of "
-                        "the soft Dice of the task's threshold rule on the decoded mean (stroke: the infarct core, "
+                        "the task's threshold-rule term (--rule-loss) on the decoded mean (stroke: the infarct core, "
                         "ADC < 0.62), which penalises a penumbra predicted as core")
+    parser.add_argument("--rule-loss", choices=["dice", "margin"], default="dice", help="latent stage "
+                        "(latent-residual): the rule term, soft Dice, or a hinge that only moves voxels on the wrong "
+                        "side of the threshold (never past their true value), so normal tissue is not biased")
+    parser.add_argument("--freeze-denoiser", action="store_true", help="latent stage (latent-residual): with "
+                        "--init-from, train the mean predictor only; the denoiser's weights stay as loaded")
     parser.add_argument("--samples", type=int, default=4, help="export (latent-residual): samples averaged for the "
                         "held-out metrics")
     parser.add_argument("--map-estimate", choices=["samples", "predictor"], default="samples",
@@ -177,7 +182,8 @@ def _run_latent_residual(args, command: str, overrides: dict) -> int:
                                  max_minutes=args.max_minutes, ema_decay=args.ema_decay, heldout=args.heldout,
                                  init_from=args.init_from, lesion_crops=args.lesion_crops,
                                  image_weight=args.image_weight, lesion_weight=args.lesion_weight,
-                                 rule_weight=args.rule_weight,
+                                 rule_weight=args.rule_weight, rule_loss=args.rule_loss,
+                                 freeze_denoiser=args.freeze_denoiser,
                                  architecture=_merged(DEFAULT_ARCHITECTURE, overrides), command=command)
     final = train(config)
     print(json.dumps({k: final.get(k) for k in ("stage", "steps", "duration_s", "heldout_reconstruction_psnr_db",

@@ -8,8 +8,9 @@
   ``(target - mean) * residual_scale``) train together on random latent crops. The residual scale follows a
   running estimate of the residual's standard deviation and is frozen into the card. For a small lesion
   that a rule reads off the map (the infarct core: ADC < 0.62), ``--lesion-crops`` centres crops on it and the
-  decoded mean gets LAPT's image-space terms (L1 in the brain and in the lesion) and the rule's soft Dice
-  (``--image-weight``, ``--lesion-weight``, ``--rule-weight``).
+  decoded mean gets LAPT's image-space terms (L1 in the brain and in the lesion) and a rule term, soft Dice or
+  a hinge on the threshold's side (``--image-weight``, ``--lesion-weight``, ``--rule-weight``, ``--rule-loss``).
+  ``--freeze-denoiser`` continues a shipped model's mean predictor alone (its denoiser file stays unchanged).
 
 Outputs per stage in ``<run>/<stage>/``: ``checkpoint/`` (resumable), ``final/`` (EMA weights + state.json),
 ``train.log`` (JSON lines).
@@ -38,9 +39,10 @@ from .checkpoint import EMA, atomic_save_tensors, atomic_write_json, load_checkp
 from .config import StageConfig
 from .data import HELDOUT_FIRST_SEED, CropStream, load_subjects, output_scale, phantom_subjects, task_data
 from .losses import (AutoencoderLossWeights, autoencoder_loss, diffusion_target, lesion_aware_losses,
-                     soft_threshold_dice_loss)
+                     soft_threshold_dice_loss, threshold_margin_loss)
 
 STAGES = ("autoencoder", "latent")
+RULE_LOSSES = ("dice", "margin")
 STAGE_STEMS = {"autoencoder": ("autoencoder",), "latent": ("predictor", "denoiser")}  # learned-latent case
 CHANNELS_LAST = torch.channels_last_3d
 DEFAULT_ARCHITECTURE = {
@@ -70,7 +72,9 @@ class ResidualTrainConfig(StageConfig):
     lesion_crops: float = 0.0  # latent stage: share of crops centred on a lesion voxel
     image_weight: float = 0.0  # latent stage: L1 of the decoded mean in the brain (LAPT's image-space loss)
     lesion_weight: float = 0.0  # latent stage: L1 of the decoded mean in the lesion (LAPT's lesion-masked loss)
-    rule_weight: float = 0.0  # latent stage: soft Dice of the task's threshold rule (infarct core) on the decoded mean
+    rule_weight: float = 0.0  # latent stage: weight of the task's threshold-rule term (infarct core) on the decoded mean
+    rule_loss: str = "dice"  # latent stage: that term, "dice" (soft Dice) or "margin" (hinge on the rule's side)
+    freeze_denoiser: bool = False  # latent stage: train the mean predictor only (the denoiser stays as loaded)
     architecture: dict = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_ARCHITECTURE)))
 
     def __post_init__(self):
@@ -79,6 +83,10 @@ class ResidualTrainConfig(StageConfig):
             raise InputError(f"must be between 0 and 1, got {self.lesion_crops}", name="--lesion-crops")
         if self.image_weight < 0 or self.lesion_weight < 0 or self.rule_weight < 0:
             raise InputError("loss weights must be >= 0", name="--image-weight")
+        if self.rule_loss not in RULE_LOSSES:
+            raise InputError(f"must be one of {', '.join(RULE_LOSSES)}, got {self.rule_loss!r}", name="--rule-loss")
+        if self.freeze_denoiser and not self.init_from:
+            raise InputError("a frozen denoiser must come from a trained model (--init-from)", name="--freeze-denoiser")
         if self.rule_weight > 0:
             rule_channel(self.task)  # refuses a task without a threshold rule on one of its outputs
 
@@ -270,6 +278,8 @@ def build_stage(config: ResidualTrainConfig):
     networks.architecture = architecture
     if networks.autoencoder is not None:
         freeze(networks.autoencoder).eval()
+    if config.freeze_denoiser:
+        freeze(networks.denoiser).eval()
     latents = _encode_subjects(networks, subjects)
     factor = architecture.factor
     mirror = None if architecture.learned else (lambda latent: mirror_latent(latent, architecture))
@@ -282,14 +292,20 @@ def build_stage(config: ResidualTrainConfig):
         predictor = F.mse_loss(mean, batch["target"])
         terms = {}
         if config.image_weight > 0 or config.lesion_weight > 0 or config.rule_weight > 0:
-            decoded = networks.decode(mean)
-            terms = lesion_aware_losses(decoded, networks.decode(batch["target"]), batch["brain"], batch["lesion"])
+            decoded, decoded_target = networks.decode(mean), networks.decode(batch["target"])
+            terms = lesion_aware_losses(decoded, decoded_target, batch["brain"], batch["lesion"])
             predictor = predictor + config.image_weight * terms["image"] + config.lesion_weight * terms["lesion"]
             if config.rule_weight > 0:
                 channel, scale, threshold = rule_channel(config.task)
-                terms["rule"] = soft_threshold_dice_loss(decoded[:, channel:channel + 1] * scale, batch["lesion"],
-                                                         batch["brain"], threshold)
+                values = decoded[:, channel:channel + 1] * scale
+                if config.rule_loss == "margin":
+                    terms["rule"] = threshold_margin_loss(values, decoded_target[:, channel:channel + 1] * scale,
+                                                          batch["lesion"], batch["brain"], threshold)
+                else:
+                    terms["rule"] = soft_threshold_dice_loss(values, batch["lesion"], batch["brain"], threshold)
                 predictor = predictor + config.rule_weight * terms["rule"]
+        if config.freeze_denoiser:  # the loaded denoiser keeps the residual scale it was trained with
+            return {"total": predictor, "predictor": predictor, "residual_std": residual_std.clone(), **terms}
         residual = (batch["target"] - mean.detach())
         residual_std.mul_(0.99).add_(0.01 * residual.std().clamp(min=1e-4))
         region = _sub_crop(residual.shape[2:], config.denoiser_crop, crops.rng)
