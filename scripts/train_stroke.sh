@@ -8,7 +8,11 @@
 # each adds. ~100 min on one core (latents of 40 subjects ~25 min, 8400 steps ~75 min). Resumable: run again
 # to continue into the same RUN_DIR (raise STEPS to train longer).
 #
-# Usage: scripts/train_stroke.sh [RUN_DIR] [MODEL_DIR]     (env: STEPS=8400 SUBJECTS=40 RULE_WEIGHT=0.5)
+# 0.3.0 continues 0.2.0 (CONTINUE=1, with 0.2.0 bundled): the mean predictor alone (--freeze-denoiser keeps 0.2.0's
+# denoiser file byte for byte), its head grown to local-affine, and the rule term as a hinge (--rule-loss margin)
+# instead of the soft Dice, whose sigmoid tail had raised normal-tissue ADC by ~0.2e-3 mm^2/s; 80 minutes.
+#
+# Usage: scripts/train_stroke.sh [RUN_DIR] [MODEL_DIR]     (env: STEPS=8400 SUBJECTS=40 RULE_WEIGHT=0.5 CONTINUE=0)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 RUN=${1:-runs/stroke-dwi-adc}
@@ -16,10 +20,15 @@ MODEL=${2:-MRISynthesisLib/model_store/bundled/stroke-dwi-adc}
 export OMP_NUM_THREADS=1
 COMMON=(--task stroke-dwi-adc --data phantom --out "$RUN" --subjects "${SUBJECTS:-40}" --seed 0 --spacing 2
         --multiple 16 --threads 1)
+LOSSES=(--lesion-crops 0.5 --image-weight 1 --lesion-weight 1 --log-every 50 --heldout 0 --resume)
 
 mrisynthesis train "${COMMON[@]}" --stage autoencoder --heldout 2
-mrisynthesis train "${COMMON[@]}" --stage latent --steps "${STEPS:-8400}" --batch 2 --crop 64 64 64 --lr 1e-3 \
-  --lesion-crops 0.5 --image-weight 1 --lesion-weight 1 --rule-weight "${RULE_WEIGHT:-0.5}" \
-  --architecture '{"predictor": {"head": "direct"}}' --save-every 200 --log-every 50 --heldout 0 --resume
+if [ "${CONTINUE:-0}" = 1 ]; then
+  mrisynthesis train "${COMMON[@]}" --stage latent --steps 12000 --batch 2 --crop 64 64 64 --lr 5e-4 "${LOSSES[@]}" \
+    --rule-weight 1 --rule-loss margin --init-from stroke-dwi-adc --freeze-denoiser --max-minutes 80 --save-every 500
+else
+  mrisynthesis train "${COMMON[@]}" --stage latent --steps "${STEPS:-8400}" --batch 2 --crop 64 64 64 --lr 1e-3 \
+    "${LOSSES[@]}" --rule-weight "${RULE_WEIGHT:-0.5}" --architecture '{"predictor": {"head": "direct"}}' --save-every 200
+fi
 mrisynthesis train --task stroke-dwi-adc --stage export --out "$RUN" --model-dir "$MODEL" --heldout 6 --samples 4 \
   --map-estimate predictor --threads 1
