@@ -132,7 +132,7 @@ def test_threshold_margin_leaves_a_correct_map_alone_where_the_soft_dice_pushes_
     loss = threshold_margin_loss(wrong, truth, lesion, brain, 0.62)
     loss.backward()
     # (missed 0.70 - 0.59 + 27 false voxels x (0.65 - 0.55)) / (27 lesion + 27 false voxels)
-    assert float(loss) == pytest.approx((0.11 + 27 * 0.10) / 54, abs=1e-5)
+    assert float(loss.detach()) == pytest.approx((0.11 + 27 * 0.10) / 54, abs=1e-5)
     moved = wrong.grad != 0
     assert int(moved.sum()) == 27 + 1  # only the violating voxels
     assert float(wrong.grad[..., 5:8, 2:5, 2:5].max()) < 0 and float(wrong.grad[..., 2, 2, 2]) > 0
