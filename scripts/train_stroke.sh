@@ -10,7 +10,7 @@
 #
 # 0.3.0 continues 0.2.0 (CONTINUE=1, with 0.2.0 bundled): the mean predictor alone (--freeze-denoiser keeps 0.2.0's
 # denoiser file byte for byte), its head grown to local-affine, and the rule term as a hinge (--rule-loss margin)
-# instead of the soft Dice, whose sigmoid tail had raised normal-tissue ADC by ~0.2e-3 mm^2/s; 80 minutes.
+# instead of the soft Dice, whose sigmoid tail had raised normal-tissue ADC by 0.15e-3 mm^2/s; 80 minutes.
 #
 # Usage: scripts/train_stroke.sh [RUN_DIR] [MODEL_DIR]     (env: STEPS=8400 SUBJECTS=40 RULE_WEIGHT=0.5 CONTINUE=0)
 set -euo pipefail
@@ -28,7 +28,8 @@ if [ "${CONTINUE:-0}" = 1 ]; then
     --rule-weight 1 --rule-loss margin --init-from stroke-dwi-adc --freeze-denoiser --max-minutes 80 --save-every 500
 else
   mrisynthesis train "${COMMON[@]}" --stage latent --steps "${STEPS:-8400}" --batch 2 --crop 64 64 64 --lr 1e-3 \
-    "${LOSSES[@]}" --rule-weight "${RULE_WEIGHT:-0.5}" --architecture '{"predictor": {"head": "direct"}}' --save-every 200
+    "${LOSSES[@]}" --rule-weight "${RULE_WEIGHT:-0.5}" --architecture '{"predictor": {"head": "direct"}}' \
+    --save-every 200
 fi
 mrisynthesis train --task stroke-dwi-adc --stage export --out "$RUN" --model-dir "$MODEL" --heldout 6 --samples 4 \
   --map-estimate predictor --threads 1

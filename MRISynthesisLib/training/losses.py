@@ -159,8 +159,8 @@ def threshold_margin_loss(values: torch.Tensor, truth_values: torch.Tensor, lesi
     lesion's voxels plus the false ones, so a small lesion counts as much as a large one. Unlike
     :func:`soft_threshold_dice_loss` it leaves a correct prediction alone: the soft Dice's sigmoid tail also
     pushes normal tissue (ADC 0.75-0.9, just above 0.62) upwards, which biased the stroke model 0.2.0's
-    normal-tissue ADC by +0.2e-3 mm^2/s."""
+    normal-tissue ADC by +0.15e-3 mm^2/s (1.00 against 0.85 on held-out phantoms)."""
     outside = brain * (1.0 - lesion)
-    missed = torch.relu(values - torch.maximum(truth_values, torch.full_like(values, threshold - margin))) * lesion
-    false = torch.relu(torch.minimum(truth_values, torch.full_like(values, threshold + margin)) - values) * outside
+    missed = torch.relu(values - truth_values.clamp(min=threshold - margin)) * lesion
+    false = torch.relu(truth_values.clamp(max=threshold + margin) - values) * outside
     return (missed.sum() + false.sum()) / (lesion.sum() + (false > 0).sum()).clamp(min=1)
