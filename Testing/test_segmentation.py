@@ -185,20 +185,23 @@ def test_real_like_randomisation_keeps_lesions_visible_and_is_a_training_option(
         "lesion_contrast": (0.8, 1.3)}
 
 
-def test_t1_grey_white_ratio_is_set_and_only_on_t1w():
+def test_grey_white_ratio_is_set_per_contrast_and_only_where_asked():
     fractions, brain = _block_phantom(grey=True)
     image = (fractions["wm"] + 0.8 * fractions["gm"] + 0.7 * fractions["lesion"] + 0.2 * fractions["csf"])
     grey, white = fractions["gm"] > 0, fractions["wm"] > 0
 
-    def ratio(name, target, seed):
+    def ratio(name, target, seed, option="t1_grey_white"):
         out = augment.randomise({name: image.astype(np.float32)}, fractions, brain, np.random.default_rng(seed),
-                                t1_grey_white=(target, target))[name]
+                                **{option: (target, target)})[name]
         return np.median(out[grey]) / np.median(out[white])
 
     for seed in range(3):
         assert ratio("t1w", 0.6, seed) < ratio("t1w", 0.85, seed)  # same random stream, only the target differs
         assert 0.45 < ratio("t1w", 0.6, seed) < 0.75
         assert ratio("flair", 0.6, seed) == ratio("flair", 0.85, seed)  # other images keep independent factors
+        assert ratio("flair", 1.0, seed, "flair_grey_white") < ratio("flair", 1.3, seed, "flair_grey_white")
+        assert 1.1 < ratio("flair", 1.3, seed, "flair_grey_white") < 1.5
+        assert ratio("t1w", 1.0, seed, "flair_grey_white") == ratio("t1w", 1.3, seed, "flair_grey_white")
 
 
 def test_random_crop_pads_small_volumes_and_centres_on_lesions():

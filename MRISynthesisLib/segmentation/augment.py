@@ -52,6 +52,9 @@ REAL_LIKE = {"lesion_contrast": None, "texture_std": (0.02, 0.08), "regional_std
              "rim_probability": 0.5}  # keyword arguments of ``randomise``: log stds of texture and regional factor
 # T1w grey/white ratio kept in the range of real T1-weighted scans (ms-patient07: 0.68), lesions between
 T1_GREY_WHITE = (0.6, 0.85)
+# FLAIR grey/white ratio of a real background: brats-gli-00001's is 0.93 by a 3-level split of its T1w, ms-patient07's
+# 1.16 by the same split (its hippocampi and insulae brighter still), so real backgrounds get grey matter over this range
+FLAIR_GREY_WHITE = (0.95, 1.35)
 
 
 def tissue_contrast(image: np.ndarray, fractions: dict[str, np.ndarray],
@@ -131,7 +134,8 @@ def randomise(images: dict[str, np.ndarray], fractions: dict[str, np.ndarray], b
               texture_std: tuple[float, float] = (0.0, 0.0),
               regional_std: tuple[float, float] = (0.0, 0.0),
               rim_probability: float = 0.0,
-              t1_grey_white: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
+              t1_grey_white: tuple[float, float] | None = None,
+              flair_grey_white: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
     """A randomised acquisition of each clean image (float32, same shape); outside ``brain`` 0.
 
     Each image gets its own contrast factors, texture, blur, bias field, noise and gamma (they come from
@@ -141,17 +145,19 @@ def randomise(images: dict[str, np.ndarray], fractions: dict[str, np.ndarray], b
     ``contrast_range``: range of each healthy compartment's factor; ``texture_std``: range of the texture's log
     std; ``regional_std``: range of the log std of grey matter's regional factor; ``rim_probability``: chance
     that a FLAIR gets a periventricular rim; ``t1_grey_white``: range of the T1w's grey/white ratio (grey
-    matter's factor is set to reach it; None: independent factors). The defaults are 0.1.0's training and
+    matter's factor is set to reach it; None: independent factors); ``flair_grey_white``: the same for the FLAIR.
+    The defaults are 0.1.0's training and
     benchmark setting (regional factor, texture and rim are off and draw nothing, so the random stream is the one
     0.1.0 saw); ``**REAL_LIKE`` switches them on.
     """
     out = {}
     for name, image in images.items():
         factors = {t: float(rng.uniform(*contrast_range)) for t in COMPARTMENTS}
-        if t1_grey_white is not None and name == "t1w":
+        grey_white = {"t1w": t1_grey_white, "flair": flair_grey_white}.get(name)
+        if grey_white is not None:
             grey, white = pure_level(image, fractions["gm"]), pure_level(image, fractions["wm"])
             if grey and white:
-                factors["gm"] = factors["wm"] * float(rng.uniform(*t1_grey_white)) * white / grey
+                factors["gm"] = factors["wm"] * float(rng.uniform(*grey_white)) * white / grey
         if lesion_contrast is None:
             factors["lesion"] = lesion_factor(image, name, fractions, factors, float(rng.random()))
         else:

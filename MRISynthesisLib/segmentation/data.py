@@ -4,6 +4,8 @@ Each cached subject (``<cache>/<seed>.npz``) holds the clean T1-weighted images 
 the FLAIR, the partial-volume fractions, the brain and the lesion mask at 1 mm, cropped to the brain. Crops are
 drawn from a freshly randomised copy (``augment.randomise``) normalised exactly as at inference
 (``preprocess.normalise`` over the whole brain), centred on a lesion voxel with probability ``lesion_fraction``.
+Real backgrounds (``real_background.py``) are cached the same way plus an ``ignore`` mask (their own pathology):
+normalisation and crop centres leave it out and the crop target marks it ``IGNORED``.
 """
 
 from __future__ import annotations
@@ -48,12 +50,22 @@ def cache_subject(folder: Path, seed: int, labels: str | os.PathLike | None, spa
     return path
 
 
+IGNORED = 2  # value of the crop target where the loss is skipped (a real background's own pathology)
+# Real backgrounds (``real_background.py``) carry their own texture, regional brightness and rims, and their tissue
+# fractions come from a 3-level split of the T1w: only mild per-tissue contrast is added, lesion levels as real ones,
+# and the FLAIR's grey/white ratio is widened (a scan's own may be lower than other scanners': FLAIR_GREY_WHITE).
+REAL_BACKGROUND_RANDOMISATION = {"lesion_contrast": None, "contrast_range": (0.93, 1.07), "texture_std": (0.0, 0.0),
+                                 "regional_std": (0.0, 0.0), "rim_probability": 0.0,
+                                 "flair_grey_white": augment.FLAIR_GREY_WHITE}
+
+
 @dataclass
 class CachedSubject:
     images: dict[str, np.ndarray]
     fractions: dict[str, np.ndarray]
     brain: np.ndarray
     lesion: np.ndarray
+    ignore: np.ndarray | None = None  # voxels the loss skips (only real backgrounds have them)
 
     @classmethod
     def load(cls, path: Path) -> "CachedSubject":
@@ -61,7 +73,22 @@ class CachedSubject:
             return cls({name: data[name] for name in (*T1_SOURCES, "flair")},
                        {name: data[f"fraction_{name}"].astype(np.float32) / FRACTION_SCALE
                         for name in augment.COMPARTMENTS},
-                       data["brain"] > 0, data["lesion"] > 0)
+                       data["brain"] > 0, data["lesion"] > 0, data["ignore"] > 0 if "ignore" in data else None)
+
+    @property
+    def is_real_background(self) -> bool:
+        return self.ignore is not None
+
+    def target(self) -> np.ndarray:
+        """uint8 crop target: 1 lesion, 0 not, ``IGNORED`` where the loss is skipped."""
+        target = self.lesion.astype(np.uint8)
+        if self.ignore is not None:
+            target[self.ignore] = IGNORED
+        return target
+
+    def sampling_brain(self) -> np.ndarray:
+        """Brain voxels crops are centred on and normalisation is computed over (the ignored ones excluded)."""
+        return self.brain if self.ignore is None else self.brain & ~self.ignore
 
 
 def randomised_channels(subject: CachedSubject, inputs: tuple[str, ...], percentiles: tuple[float, float],
@@ -73,6 +100,8 @@ def randomised_channels(subject: CachedSubject, inputs: tuple[str, ...], percent
     ``randomisation``: keyword arguments of ``augment.randomise`` (its defaults when None).
     """
     sources = {"t1w": T1_SOURCES[int(rng.integers(len(T1_SOURCES)))], "flair": "flair"}
+    if subject.is_real_background:
+        randomisation = {**(randomisation or {}), **REAL_BACKGROUND_RANDOMISATION}
     images = augment.randomise({name: subject.images[sources[name]] for name in inputs}, subject.fractions,
                                subject.brain, rng, **(randomisation or {}))
     channels = []
@@ -80,15 +109,20 @@ def randomised_channels(subject: CachedSubject, inputs: tuple[str, ...], percent
         if name == "t1w" and rng.random() < drop_t1w:
             channels.append(np.zeros(subject.brain.shape, np.float32))
         else:
-            channels.append(normalise(images[name], subject.brain, *percentiles)[0])
+            channel, (low, high) = normalise(images[name], subject.sampling_brain(), *percentiles)
+            if subject.is_real_background:  # the ignored voxels stay visible, in the same unit
+                channel = np.where(subject.brain, (images[name] - low) / (high - low), 0).astype(np.float32)
+            channels.append(channel)
     return np.stack(channels)
 
 
 def random_crop(channels: np.ndarray, lesion: np.ndarray, brain: np.ndarray, size: int, rng: np.random.Generator,
                 lesion_fraction: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
-    """A ``size``^3 crop (zero-padded where the volume is smaller) centred on a lesion or brain voxel, with a
-    random left-right flip. Returns ``(channels, lesion)`` float32."""
-    pool = np.argwhere(lesion) if rng.random() < lesion_fraction and lesion.any() else None
+    """A ``size``^3 crop (zero-padded where the volume is smaller) centred on a lesion (``lesion == 1``) or brain
+    voxel, with a random left-right flip. Returns ``(channels, lesion)`` float32 (``lesion`` keeps its values, e.g.
+    ``IGNORED``)."""
+    lesion_voxels = lesion == 1
+    pool = np.argwhere(lesion_voxels) if rng.random() < lesion_fraction and lesion_voxels.any() else None
     if pool is None:
         pool = np.argwhere(brain[::4, ::4, ::4]) * 4
     centre = pool[rng.integers(len(pool))] + rng.integers(-size // 4, size // 4 + 1, 3)

@@ -10,9 +10,11 @@ Reproducible command (the one recorded in the shipped card)::
 Data: ``--subjects`` wide-lesion-load MS phantoms at 1 mm (seeds from ``--first-seed``; anatomy from the label
 maps of ``--labels``, every 4th subject the MNI template), cached under ``<run>/cache``; every volume is
 randomised afresh (``augment.randomise``; ``--randomisation real-like`` for ``augment.REAL_LIKE``) and cut into
-crops centred on lesions 70 % of the time; ``--init-from ID`` starts from an installed segmenter. Loss: Dice +
-binary cross-entropy. AdamW with cosine decay, EMA weights exported (float16). The run is resumable: run the
-same command again to continue from ``<run>/checkpoint`` (``--steps`` can be raised to train longer).
+crops centred on lesions 70 % of the time; ``--real-background DIR`` adds real scans without MS with inserted
+lesions (``real_background.py``, ``--real-share`` of the volumes); ``--init-from ID`` starts from an installed
+segmenter. Loss: Dice + binary cross-entropy (skipping a real background's own pathology). AdamW with cosine
+decay, EMA weights exported (float16). The run is resumable: run the same command again to continue from
+``<run>/checkpoint`` (``--steps`` can be raised to train longer).
 Held-out phantoms (seeds from ``HELDOUT_FIRST_SEED``) are scored on fixed crops during training
 (``<run>/log.jsonl``) and as whole volumes at export (``evaluate.py``), with the rule's numbers beside.
 """
@@ -33,7 +35,7 @@ import torch
 
 from . import augment
 from .architecture import STEM, SegmenterArchitecture
-from .data import CachedSubject, cache_subject, random_crop, randomised_channels
+from .data import IGNORED, CachedSubject, cache_subject, random_crop, randomised_channels
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "model_store" / "bundled" / "ms-lesion-segmenter"
 COMMAND_PREFIX = "python -m MRISynthesisLib.segmentation.train "
@@ -65,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lesion-contrast", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                         help="range of the lesions' contrast factor relative to white matter's, instead of the "
                         "setting's (physics: 1.0 1.3; below 1: subtler than the physics)")
+    parser.add_argument("--real-background", type=Path, nargs="*", default=[], metavar="DIR",
+                        help="real scans without MS (T1w + FLAIR NIfTI in each folder, e.g. "
+                        "../shared/data/real/brats-gli-00001) that get inserted lesions and join the training "
+                        "subjects (real_background.py); their own FLAIR-bright pathology is ignored")
+    parser.add_argument("--real-names", nargs=2, default=("t1w", "flair"), metavar=("T1W", "FLAIR"),
+                        help="file names (without .nii.gz) of the T1w and FLAIR in --real-background folders")
+    parser.add_argument("--real-variants", type=int, default=16, help="lesion sets drawn per real background")
+    parser.add_argument("--real-share", type=float, default=0.5, help="share of training volumes drawn from the "
+                        "real backgrounds (when there are any)")
     parser.add_argument("--init-from", metavar="ID", default=None, help="installed segmenter (e.g. "
                         "ms-lesion-segmenter) whose weights start a new run (ignored when resuming)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the crop sampler")
@@ -102,6 +113,16 @@ def randomisation_text(args) -> str:
             f"(--randomisation {args.randomisation})")
 
 
+def real_background_text(args) -> str:
+    """How the card describes the real backgrounds (empty without them)."""
+    if not args.real_background:
+        return ""
+    cases = ", ".join(case.name for case in args.real_background)
+    return (f"; plus {args.real_variants} lesion sets inserted into each real scan without MS ({cases}; its own "
+            f"FLAIR-bright pathology ignored by the loss), lesion levels as real lesions', {args.real_share:.0%} of "
+            "the training volumes")
+
+
 def subject_seeds(first: int, count: int) -> list[int]:
     return list(range(first, first + count))
 
@@ -123,24 +144,28 @@ def build_cache(folder: Path, seeds: list[int], labels: Path | None, workers: in
 
 class CropStream(torch.utils.data.IterableDataset):
     """Endless ``(channels (B, C, S, S, S), lesion (B, 1, S, S, S))`` float32 batches; a fresh randomised
-    acquisition of a random training subject every 4 batches, crops centred on lesions 70 % of the time."""
+    acquisition of a random training subject every 4 batches (a real background with probability ``real_share``
+    when there are any), crops centred on lesions 70 % of the time."""
 
     def __init__(self, paths, architecture: SegmenterArchitecture, crop: int, batch: int, drop_t1w: float, seed,
-                 randomisation: dict | None = None):
+                 randomisation: dict | None = None, real_share: float = 0.5):
         self.paths, self.architecture, self.crop, self.batch = paths, architecture, crop, batch
-        self.drop_t1w, self.seed, self.randomisation = drop_t1w, seed, randomisation
+        self.drop_t1w, self.seed, self.randomisation, self.real_share = drop_t1w, seed, randomisation, real_share
 
     def __iter__(self):
         torch.set_num_threads(1)
         rng = np.random.default_rng(self.seed)
         subjects = [CachedSubject.load(path) for path in self.paths]  # loaded in the worker process only
+        real = [subject for subject in subjects if subject.is_real_background]
+        phantoms = [subject for subject in subjects if not subject.is_real_background]
         while True:
-            subject = subjects[int(rng.integers(len(subjects)))]
+            pool = real if real and (not phantoms or rng.random() < self.real_share) else phantoms
+            subject = pool[int(rng.integers(len(pool)))]
             channels = randomised_channels(subject, self.architecture.inputs, self.architecture.percentiles, rng,
                                            self.drop_t1w, self.randomisation)
+            target, centres = subject.target(), subject.sampling_brain()
             for _ in range(4):
-                crops = [random_crop(channels, subject.lesion, subject.brain, self.crop, rng, 0.7)
-                         for _ in range(self.batch)]
+                crops = [random_crop(channels, target, centres, self.crop, rng, 0.7) for _ in range(self.batch)]
                 yield (torch.from_numpy(np.stack([c for c, _ in crops])),
                        torch.from_numpy(np.stack([m for _, m in crops]))[:, None])
 
@@ -156,6 +181,13 @@ def fixed_heldout_crops(paths, architecture, crop: int, count: int = 16, randomi
                                        randomisation=randomisation)
         crops += [random_crop(channels, subject.lesion, subject.brain, crop, rng) for _ in range(count // len(paths))]
     return crops
+
+
+def ignore_in_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, target)`` with the ``IGNORED`` voxels (a real background's own pathology) set to a confident
+    "no lesion" in both: they add no error to Dice + cross-entropy and pass no gradient back."""
+    ignored = target == IGNORED
+    return logits.masked_fill(ignored, -30.0), target.masked_fill(ignored, 0.0)
 
 
 def heldout_dice(network, crops) -> float:
@@ -190,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"caching {len(train_seeds)} + {len(heldout_seeds)} phantoms in {cache}", flush=True)
     train_paths = build_cache(cache, train_seeds, args.labels, max(args.workers, 2))
     heldout_paths = build_cache(cache, heldout_seeds, args.labels, max(args.workers, 2))
+    if args.real_background:
+        from .real_background import cache_real_backgrounds
+
+        for case in args.real_background:
+            train_paths += cache_real_backgrounds(cache, case, args.real_variants, args.seed, *args.real_names)
     print(f"cache ready after {time.monotonic() - started:.0f} s", flush=True)
 
     network = architecture.build()
@@ -214,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     log = (args.run / "log.jsonl").open("a", encoding="utf-8")
     if not args.export_only and step < args.steps:
         stream = CropStream(train_paths, architecture, args.crop, args.batch, args.drop_t1w, [args.seed, step],
-                            randomisation)
+                            randomisation, args.real_share)
         loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=args.workers,
                                              prefetch_factor=4 if args.workers else None)
         session_start = time.monotonic()
@@ -224,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             learning_rate = args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step / args.steps, 1.0))))
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate
-            loss = loss_function(network(channels), lesion)
+            loss = loss_function(*ignore_in_loss(network(channels), lesion))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -288,7 +325,7 @@ def export(args, architecture: SegmenterArchitecture, network, steps: int, secon
         "licence": "Apache-2.0",
         "training": {"data": f"{len(train_seeds)} MS phantoms (wide lesion load) at 1 mm, anatomy from "
                              f"{'the label maps of ' + str(args.labels) if args.labels else 'MNI'} and MNI, randomised "
-                             + randomisation_text(args),
+                             + randomisation_text(args) + real_background_text(args),
                      "command": command, "steps": steps, "duration_s": round(seconds, 1),
                      "hardware": f"{platform.machine()}, {args.threads} CPU thread(s) + {args.workers} data worker(s)",
                      "seeds": [train_seeds[0], train_seeds[-1]], "heldout_seeds": [HELDOUT_FIRST_SEED,
