@@ -160,9 +160,10 @@ class Prepared:
         return normalised * (high - low) + low
 
 
-def normalise(array: np.ndarray, mask: np.ndarray, low: float, high: float) -> tuple[np.ndarray, tuple[float, float]]:
-    """Map the ``low``/``high`` percentiles inside ``mask`` to 0/1; 0 outside the mask."""
-    values = array[mask > 0]
+def normalise(array: np.ndarray, mask: np.ndarray, low: float, high: float,
+              reference: np.ndarray | None = None) -> tuple[np.ndarray, tuple[float, float]]:
+    """Map the ``low``/``high`` percentiles inside ``reference`` (default: ``mask``) to 0/1; 0 outside ``mask``."""
+    values = array[(mask if reference is None else reference) > 0]
     p_low, p_high = (float(v) for v in np.percentile(values, [low, high]))
     if p_high <= p_low:
         p_high = p_low + 1.0

@@ -53,7 +53,7 @@ REAL_LIKE = {"lesion_contrast": None, "texture_std": (0.02, 0.08), "regional_std
 # T1w grey/white ratio kept in the range of real T1-weighted scans (ms-patient07: 0.68), lesions between
 T1_GREY_WHITE = (0.6, 0.85)
 # FLAIR grey/white ratio of a real background: brats-gli-00001's is 0.93 by a 3-level split of its T1w, ms-patient07's
-# 1.16 by the same split (its hippocampi and insulae brighter still), so real backgrounds get grey matter over this range
+# 1.16 (an exploration script, session 24), its hippocampi and insulae brighter still: real backgrounds get this range
 FLAIR_GREY_WHITE = (0.95, 1.35)
 
 

@@ -109,10 +109,8 @@ def randomised_channels(subject: CachedSubject, inputs: tuple[str, ...], percent
         if name == "t1w" and rng.random() < drop_t1w:
             channels.append(np.zeros(subject.brain.shape, np.float32))
         else:
-            channel, (low, high) = normalise(images[name], subject.sampling_brain(), *percentiles)
-            if subject.is_real_background:  # the ignored voxels stay visible, in the same unit
-                channel = np.where(subject.brain, (images[name] - low) / (high - low), 0).astype(np.float32)
-            channels.append(channel)
+            # Percentiles without a real background's own pathology, which stays visible in the same unit.
+            channels.append(normalise(images[name], subject.brain, *percentiles, reference=subject.sampling_brain())[0])
     return np.stack(channels)
 
 
